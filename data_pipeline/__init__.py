@@ -1,0 +1,1 @@
+"""Corpus pipeline and the chaos gym."""

@@ -1,0 +1,1 @@
+"""Director / Actors / Agents: the runtime that turns an incident into an RCA report."""

@@ -1,0 +1,1 @@
+"""Per-task evaluation harness and benchmarks."""

@@ -1,0 +1,5 @@
+import sys
+
+from flipmoe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Importers: external telemetry formats -> flipmoe incident directories."""

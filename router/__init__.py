@@ -1,0 +1,1 @@
+"""The learned per-request router over frozen experts."""
