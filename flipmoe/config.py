@@ -31,11 +31,14 @@ class TelemetryConfig:
     """CSV fields longer than this make the file invalid: a single field that large is not telemetry."""
     drop_nan_metric_values: bool = True
     """Metric rows whose value is NaN are dropped with a warning instead of failing the file."""
+    max_json_line_bytes: int = 64 * 1024 * 1024
+    """Longest line of a JSON Lines file (one OTLP export batch) or single JSON document; reading stops there."""
 
     def __post_init__(self) -> None:
         _require(self.max_message_bytes >= 256, "telemetry.max_message_bytes must be at least 256")
         _require(self.max_field_bytes >= self.max_message_bytes,
                  "telemetry.max_field_bytes must be at least telemetry.max_message_bytes")
+        _require(self.max_json_line_bytes >= 1024, "telemetry.max_json_line_bytes must be at least 1024")
 
 
 @dataclass(kw_only=True)
@@ -73,12 +76,19 @@ class PrometheusConfig:
     """Series label that names the pod."""
     node_label: str = "node"
     """Series label that names the node."""
+    retries: int = 2
+    """Extra attempts after a transient failure (connection error, or 502/503/504 from a proxy or a
+    server that is not ready); a query Prometheus itself rejects is never retried."""
+    retry_backoff_seconds: float = 0.25
+    """Wait before the first retry; doubled before each further one."""
 
     def __post_init__(self) -> None:
         _require(self.url.startswith(("http://", "https://")), "prometheus.url must start with http:// or https://")
         _require(self.step_seconds > 0, "prometheus.step_seconds must be > 0")
         _require(self.timeout_seconds > 0, "prometheus.timeout_seconds must be > 0")
         _require(self.max_points_per_series > 1, "prometheus.max_points_per_series must be > 1")
+        _require(self.retries >= 0, "prometheus.retries must be >= 0")
+        _require(self.retry_backoff_seconds >= 0, "prometheus.retry_backoff_seconds must be >= 0")
 
 
 @dataclass(kw_only=True)

@@ -11,6 +11,7 @@ import importlib
 
 # One module per importer; each adds its subcommand to `flipmoe import`.
 _IMPORTER_CLIS: tuple[str, ...] = (
+    "flipmoe.cli._import_prometheus",
 )
 
 
