@@ -32,7 +32,7 @@ class TelemetryConfig:
     drop_nan_metric_values: bool = True
     """Metric rows whose value is NaN are dropped with a warning instead of failing the file."""
     max_json_line_bytes: int = 64 * 1024 * 1024
-    """Longest line of a JSON Lines file (one OTLP export batch) or single JSON document; reading stops there."""
+    """Longest line of a JSON Lines file (one OTLP export batch) or JSON document; reading stops there."""
 
     def __post_init__(self) -> None:
         _require(self.max_message_bytes >= 256, "telemetry.max_message_bytes must be at least 256")
