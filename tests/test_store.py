@@ -161,3 +161,11 @@ def test_missing_modalities_are_absent_not_errors(tmp_path):
     incident = read_incident(directory)
     assert incident.modalities == ["metrics"]
     assert incident.logs is None
+
+
+def test_rows_with_surplus_fields_are_refused(tmp_path):
+    directory = _incident_dir(tmp_path)
+    text = (directory / "events.csv").read_text().splitlines()
+    (directory / "events.csv").write_text("\n".join([text[0], text[1] + ",surplus"]) + "\n")
+    with pytest.raises(FlipmoeInputError, match="events.csv: malformed CSV"):
+        read_incident(directory)

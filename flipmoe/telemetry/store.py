@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings as warnings_module
 import zlib
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,16 @@ def _read_raw(path: Path, table: str, config: TelemetryConfig) -> pd.DataFrame:
             if len(header) > config.max_field_bytes:
                 raise FlipmoeInputError(f"first line is longer than {config.max_field_bytes} bytes; "
                                         "this is not a CSV table", path=path)
-        return pd.read_csv(path, dtype=string_cols, keep_default_na=False, na_values=[""],
-                           compression="infer", on_bad_lines="error")
+        with warnings_module.catch_warnings():
+            # Rows with more fields than the header would silently become an index: refuse them.
+            warnings_module.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype=string_cols, keep_default_na=False, na_values=[""],
+                               compression="infer", on_bad_lines="error", index_col=False)
     except FlipmoeInputError:
         raise
     except pd.errors.EmptyDataError:
         raise FlipmoeInputError("file has no header row", path=path) from None
-    except pd.errors.ParserError as err:
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
         raise FlipmoeInputError(f"malformed CSV ({err})", path=path) from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise FlipmoeInputError(f"truncated or corrupt gzip data ({err})", path=path) from None
