@@ -19,6 +19,7 @@ from flipmoe.errors import FlipmoeInputError
 _COMMAND_MODULES = (
     "flipmoe.cli._import",
     "flipmoe.cli._incident",
+    "flipmoe.cli._logs",
     "flipmoe.cli._version",
 )
 

@@ -1,0 +1,1 @@
+"""Agents' toolkits: pure analysis functions over the incident model (logs, metrics, traces, ...)."""

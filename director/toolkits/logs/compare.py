@@ -1,0 +1,449 @@
+"""An incident's logs as templates: counts per time bucket, and what changed against a reference.
+
+The reference says what normal looks like. In order of preference:
+
+1. `baseline`: `incident.baseline.logs`, a fault-free window of the same system, against the
+   whole incident window (faults often start before the alert fires).
+2. `pre_alert`: the window's lines before `meta.alert_time`, against the lines from it on.
+3. `none`: nothing to compare with; the findings are the window's ERROR/FATAL/WARN templates.
+
+A template is compared by its share of its service's (or pod's) lines, so that a change of load
+alone is no finding: with `b` of the service's `B` lines before and `d` of its `D` lines during,
+the z-score is that of `d` under "same share": given `n = b + d` lines, `d` is binomial with
+`p = D / (B + D)`, so `z = (d - n p) / sqrt(n p (1 - p))`. The fold change is
+`((d + 0.5) / D) / ((b + 0.5) / B)` (half a line added so an absent template still has a share).
+A service silent on one side is compared by lines per minute instead (`B`, `D` become the minutes).
+
+Findings, per service and per pod seen in the window:
+- `new_template`: absent before, present during (reported when WARN or worse, or when z >= min_z);
+- `frequency_shift`: present in both, |z| >= min_z and fold >= min_fold (or <= 1 / min_fold);
+- `disappeared_template`: present before, absent during, z <= -min_z;
+- `level_surge`: ERROR+FATAL lines, or WARN lines, up with z >= min_z and fold >= min_fold;
+- `error_template` (reference `none` only): an ERROR/FATAL/WARN template of the window, with
+  z = sqrt(count), the Poisson z of a count against an empty reference.
+
+A finding's score is `level weight x (1 - exp(-|z| / z_scale))`, halved for decreases (a missing
+line is weaker evidence than a new one). A service's or pod's anomaly score combines its three
+strongest template findings as independent evidence, `1 - prod(1 - score)`: in [0, 1], one strong
+finding is enough to approach 1 and a few weak ones add up. Level surges restate template findings,
+so they only set a floor: the score is the larger of the combination and the strongest surge. A pod
+absent from the reference is compared with its service's reference spread evenly over the
+service's reference pods (a restarted pod has a new name).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import pandas as pd
+
+from director.toolkits.logs.mining import LogParser, LogParserConfig
+from flipmoe.errors import FlipmoeInputError
+from flipmoe.telemetry import Incident
+
+ReferenceKind = Literal["baseline", "pre_alert", "none"]
+FindingKind = Literal["new_template", "frequency_shift", "disappeared_template", "level_surge",
+                      "error_template"]
+Scope = Literal["service", "pod"]
+_SCOPES: tuple[Scope, ...] = ("service", "pod")
+
+COUNT_COLUMNS = ("window", "service", "pod", "template_id", "template", "level", "count")
+
+# How much a finding at this level can weigh: errors are what incidents are made of.
+_LEVEL_WEIGHT = {"FATAL": 1.0, "ERROR": 1.0, "WARN": 0.6, "UNKNOWN": 0.4, "INFO": 0.3, "DEBUG": 0.2,
+                 "TRACE": 0.2}
+_SERIOUS_LEVELS = ("ERROR", "FATAL", "WARN")
+_SURGE_GROUPS = {"ERROR": ("ERROR", "FATAL"), "WARN": ("WARN",)}
+_DECREASE_WEIGHT = 0.5
+_PSEUDO_COUNT = 0.5
+# Only a name's strongest few findings count: a busy service with many small shifts should not
+# outrank a quiet one with a single new error.
+_STRONGEST = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogToolkitConfig:
+    """Settings of the incident log analysis."""
+
+    parser: LogParserConfig = field(default_factory=LogParserConfig)
+    """Template mining."""
+    bucket: str = "1min"
+    """Width of the time buckets of `template_counts`, as a pandas frequency ('30s', '5min')."""
+    min_z: float = 3.0
+    """Shifts, disappearances and surges are reported from this |z| on."""
+    min_fold: float = 2.0
+    """...and shifts and surges only when the rate changed at least this many times."""
+    z_scale: float = 5.0
+    """|z| at which a finding's strength reaches 1 - 1/e (about 0.63)."""
+    max_example_chars: int = 300
+    """Example lines in evidence are cut to this length."""
+
+    def __post_init__(self) -> None:
+        try:
+            pd.tseries.frequencies.to_offset(self.bucket)
+        except ValueError:
+            raise FlipmoeInputError(f"bucket {self.bucket!r} is not a pandas frequency",
+                                    hint="use e.g. '30s', '1min', '5min'") from None
+        if self.min_z <= 0 or self.z_scale <= 0:
+            raise FlipmoeInputError("min_z and z_scale must be positive")
+        if self.min_fold < 1:
+            raise FlipmoeInputError(f"min_fold must be at least 1, got {self.min_fold}")
+        if self.max_example_chars < 16:
+            raise FlipmoeInputError(f"max_example_chars must be at least 16, got {self.max_example_chars}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogEvidence:
+    """What a finding rests on."""
+
+    template_id: int | None
+    """The template, or None for a level surge (all lines of a level)."""
+    template: str
+    """Template text with `<*>` for variables; for a level surge, e.g. 'ERROR lines'."""
+    count_before: float
+    """Lines in the reference; for a pod absent from it, its service's count per reference pod."""
+    count_during: int
+    """Lines in the compared part of the window."""
+    rate_before: float
+    """Lines per minute in the reference."""
+    rate_during: float
+    """Lines per minute in the compared part of the window."""
+    example: str
+    """One such line (from the window; from the reference for a disappeared template)."""
+    pods: Mapping[str, int] = field(default_factory=dict)
+    """Lines per pod on the side the example comes from."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogFinding:
+    """One change in the logs of a service (pod None) or of one of its pods."""
+
+    kind: FindingKind
+    service: str
+    pod: str | None
+    level: str
+    """Most frequent level of the template's lines; for a level surge, the level that surged."""
+    score: float
+    """In [0, 1]: level weight x strength of the change (module docstring)."""
+    z: float
+    fold: float
+    """Rate during / rate before, each with half a line added; NaN without a reference."""
+    start: pd.Timestamp | None
+    """First line of the change in the window; None for a disappeared template."""
+    evidence: LogEvidence
+
+    def describe(self) -> str:
+        where = f"{self.service}/{self.pod}" if self.pod else self.service
+        counts = f"{self.evidence.count_before:g} -> {self.evidence.count_during} lines"
+        return f"{self.kind} [{self.level}] {where}: {self.evidence.template} ({counts}, z={self.z:.1f})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogReport:
+    """Result of `analyse_logs`."""
+
+    reference: ReferenceKind
+    """What served as normal: the baseline, the window before the alert, or nothing."""
+    notes: tuple[str, ...]
+    """What was compared with what, and what could not be used and why."""
+    minutes_before: float = 0.0
+    minutes_during: float = 0.0
+    lines_before: int = 0
+    lines_during: int = 0
+    templates: Mapping[int, str] = field(default_factory=dict)
+    """Template id -> text, for every template mined from both sides."""
+    findings: tuple[LogFinding, ...] = ()
+    """Service findings (pod None) and pod findings, highest score first."""
+    service_scores: Mapping[str, float] = field(default_factory=dict)
+    """Anomaly score in [0, 1] of every service with lines on either side."""
+    pod_scores: Mapping[str, float] = field(default_factory=dict)
+    """Anomaly score in [0, 1] of every pod with lines in the window."""
+
+
+@dataclass(frozen=True)
+class _Split:
+    reference: ReferenceKind
+    before: pd.DataFrame
+    during: pd.DataFrame
+    minutes_before: float
+    minutes_during: float
+    note: str
+    levels: Mapping[int, str] = field(default_factory=dict)
+    """Template id -> its most frequent level."""
+
+
+@dataclass(frozen=True)
+class _Change:
+    """Counts of one key before and during, with the z-score and fold change of its share."""
+
+    before: float
+    during: float
+    z: float
+    fold: float
+
+    @classmethod
+    def of(cls, row: Any, split: _Split) -> _Change:
+        """From a `_compared_counts` row: the key's counts `b`, `d` and its group's totals `B`, `D`."""
+        b, d = float(row.b), float(row.d)
+        # Share of the group's lines when the group logged on both sides, else lines per minute.
+        scale_before, scale_during = (row.B, row.D) if row.B > 0 and row.D > 0 else \
+            (split.minutes_before, split.minutes_during)
+        total, p = b + d, scale_during / (scale_before + scale_during)
+        z = (d - total * p) / math.sqrt(total * p * (1 - p)) if total else 0.0
+        fold = ((d + _PSEUDO_COUNT) / scale_during) / ((b + _PSEUDO_COUNT) / scale_before)
+        return cls(before=b, during=d, z=z, fold=fold)
+
+
+def with_templates(logs: pd.DataFrame, parser: LogParser) -> pd.DataFrame:
+    """`logs` with `template_id` and `template` columns, mined by `parser` (which learns from them)."""
+    parsed = parser.parse(logs["message"].fillna("").astype(str).tolist())
+    out = logs.copy()
+    out["template_id"] = [line.template_id for line in parsed]
+    out["template"] = [line.template for line in parsed]
+    return out
+
+
+def template_counts(incident: Incident, *, config: LogToolkitConfig | None = None,
+                    parser: LogParser | None = None) -> pd.DataFrame:
+    """Lines per time bucket, service, pod, template and level in the incident window.
+
+    Columns `COUNT_COLUMNS`; `window` is the bucket's start. Empty (with those columns) when the
+    window has no logs. Pass a `parser` to share template ids with another analysis.
+    """
+    config = config or LogToolkitConfig()
+    logs = incident.in_window().logs
+    if logs is None:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in COUNT_COLUMNS})
+    labelled = with_templates(logs, parser or LogParser(config=config.parser))
+    labelled["window"] = labelled["timestamp"].dt.floor(config.bucket)
+    keys = list(COUNT_COLUMNS[:-1])
+    return labelled.groupby(keys, dropna=False, sort=True).size().rename("count").reset_index()
+
+
+def analyse_logs(incident: Incident, *, config: LogToolkitConfig | None = None) -> LogReport:
+    """Templates that are new, shifted, gone or surging in the incident, and anomaly scores per
+    service and pod.
+
+    Never raises on missing data: no logs gives an empty report, no reference a degraded one, and
+    `notes` says which.
+    """
+    config = config or LogToolkitConfig()
+    if incident.logs is None:
+        return LogReport(reference="none", notes=("the incident has no logs: nothing to analyse",))
+    window_logs = incident.in_window().logs
+    if window_logs is None:
+        return LogReport(reference="none", notes=(f"none of the incident's {len(incident.logs)} log lines "
+                                                  "is inside its window: nothing to analyse",))
+    split = _split(incident, window_logs)
+    parser = LogParser(config=config.parser)
+    labelled = with_templates(pd.concat([split.before, split.during], ignore_index=True), parser)
+    cut = len(split.before)
+    split = replace(split, before=labelled.iloc[:cut], during=labelled.iloc[cut:],
+                    levels=_template_levels(labelled))
+    findings = []
+    for scope in _SCOPES:
+        if split.reference == "none":
+            findings += _error_templates(split, scope, config)
+        else:
+            findings += _template_changes(split, scope, config) + _level_surges(split, scope, config)
+    findings.sort(key=lambda f: (-f.score, f.service, f.pod or "", f.kind))
+    before, during = split.before, split.during
+    services = sorted(set(before["service"].dropna()) | set(during["service"].dropna()))
+    return LogReport(
+        reference=split.reference, notes=(split.note,), minutes_before=round(split.minutes_before, 3),
+        minutes_during=round(split.minutes_during, 3), lines_before=len(before), lines_during=len(during),
+        templates=parser.templates, findings=tuple(findings),
+        service_scores=_combine(findings, services, scope="service"),
+        pod_scores=_combine(findings, sorted(set(during["pod"].dropna())), scope="pod"))
+
+
+def _split(incident: Incident, window_logs: pd.DataFrame) -> _Split:
+    """Choose the reference and cut the lines into before and during."""
+    window, alert = incident.meta.window, incident.meta.alert_time
+    baseline = incident.baseline.logs if incident.baseline is not None else None
+    window_minutes = _minutes(window.duration)
+    if baseline is not None:
+        # A baseline of one instant still stands for some time: at least a minute.
+        minutes = max(_minutes(baseline["timestamp"].max() - baseline["timestamp"].min()), 1.0)
+        return _Split("baseline", baseline, window_logs, minutes, window_minutes,
+                      f"compared the incident window with the baseline ({len(baseline)} lines, "
+                      f"{minutes:.1f} min)")
+    degraded = "templates could not be compared; the findings are the window's ERROR/FATAL/WARN templates"
+    if alert is None:
+        return _Split("none", window_logs.iloc[:0], window_logs, 0.0, window_minutes,
+                      f"no baseline and no alert time: {degraded}")
+    before = window_logs[window_logs["timestamp"] < alert]
+    if before.empty:
+        return _Split("none", before, window_logs, 0.0, window_minutes,
+                      f"no baseline and no log line before the alert: {degraded}")
+    minutes_before, minutes_during = _minutes(alert - window.start), _minutes(window.end - alert)
+    during = window_logs[window_logs["timestamp"] >= alert]
+    return _Split("pre_alert", before, during, minutes_before, minutes_during,
+                  f"no baseline: compared the {minutes_during:.1f} min from the alert on with the "
+                  f"{minutes_before:.1f} min of the window before it ({len(before)} lines)")
+
+
+def _minutes(delta: pd.Timedelta) -> float:
+    return max(delta / pd.Timedelta(minutes=1), 1e-3)
+
+
+def _template_changes(split: _Split, scope: Scope, config: LogToolkitConfig) -> list[LogFinding]:
+    findings = []
+    table = _with_totals(_compared_counts(split.before, split.during, scope, by_template=True), split, scope)
+    for row in table.itertuples(index=False):
+        group, change = _row_group(row, scope), _Change.of(row, split)
+        template_id = int(row.template_id)
+        level = split.levels.get(template_id, "UNKNOWN")
+        kind = _template_kind(change, level, config)
+        if kind is None:
+            continue
+        source = split.during if change.during > 0 else split.before
+        lines = _select(source, scope, group, template_id=template_id)
+        if lines.empty:  # a pod new since the reference, compared with its service's lines there
+            lines = _select(source, "service", group, template_id=template_id)
+        findings.append(_finding(kind, group, level, change, split, template_id=template_id, lines=lines,
+                                 config=config))
+    return findings
+
+
+def _template_kind(change: _Change, level: str, config: LogToolkitConfig) -> FindingKind | None:
+    if change.before == 0:
+        return "new_template" if level in _SERIOUS_LEVELS or change.z >= config.min_z else None
+    if change.during == 0:
+        return "disappeared_template" if change.z <= -config.min_z else None
+    moved = change.fold >= config.min_fold or change.fold <= 1 / config.min_fold
+    return "frequency_shift" if abs(change.z) >= config.min_z and moved else None
+
+
+def _level_surges(split: _Split, scope: Scope, config: LogToolkitConfig) -> list[LogFinding]:
+    findings = []
+    for label, levels in _SURGE_GROUPS.items():
+        before = split.before[split.before["level"].isin(levels)]
+        during = split.during[split.during["level"].isin(levels)]
+        table = _with_totals(_compared_counts(before, during, scope, by_template=False), split, scope)
+        for row in table.itertuples(index=False):
+            group, change = _row_group(row, scope), _Change.of(row, split)
+            if change.z >= config.min_z and change.fold >= config.min_fold:
+                findings.append(_finding("level_surge", group, label, change, split, template_id=None,
+                                         lines=_select(during, scope, group), config=config))
+    return findings
+
+
+def _error_templates(split: _Split, scope: Scope, config: LogToolkitConfig) -> list[LogFinding]:
+    serious = split.during[split.during["level"].isin(_SERIOUS_LEVELS)]
+    findings = []
+    for row in _count(serious, _keys(scope, by_template=True)).itertuples(index=False):
+        group, template_id = _row_group(row, scope), int(row.template_id)
+        change = _Change(before=0.0, during=float(row.count), z=math.sqrt(row.count), fold=math.nan)
+        lines = _select(serious, scope, group, template_id=template_id)
+        findings.append(_finding("error_template", group, _main_level(lines), change, split,
+                                 template_id=template_id, lines=lines, config=config))
+    return findings
+
+
+def _keys(scope: Scope, *, by_template: bool) -> list[str]:
+    keys = ["service"] if scope == "service" else ["service", "pod"]
+    return keys + ["template_id"] if by_template else keys
+
+
+def _row_group(row: tuple, scope: Scope) -> list[str]:
+    return [row.service] if scope == "service" else [row.service, row.pod]  # type: ignore[attr-defined]
+
+
+def _count(lines: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    lines = lines[lines["pod"].notna()] if "pod" in keys else lines
+    return lines.groupby(keys, sort=False).size().rename("count").reset_index()
+
+
+def _compared_counts(before: pd.DataFrame, during: pd.DataFrame, scope: Scope, *,
+                     by_template: bool) -> pd.DataFrame:
+    """Counts before (`b`) and during (`d`) per key, for every key of either side.
+
+    At pod scope only the window's pods are kept (the others count through their service), and a
+    pod absent from the reference gets its service's reference count per reference pod.
+    """
+    keys = _keys(scope, by_template=by_template)
+    reference = _count(before, keys)
+    if scope == "pod":
+        per_pod = _count(before, _keys("service", by_template=by_template))
+        reference_pods = before[before["pod"].notna()].groupby("service")["pod"].nunique()
+        per_pod["count"] = per_pod["count"] / [max(int(reference_pods.get(service, 1)), 1)
+                                               for service in per_pod["service"]]
+        window_pods = during[["service", "pod"]].dropna().drop_duplicates()
+        new_pods = window_pods[~window_pods["pod"].isin(set(before["pod"].dropna()))]
+        reference = pd.concat([reference[reference["pod"].isin(set(window_pods["pod"]))],
+                               new_pods.merge(per_pod, on="service")], ignore_index=True)
+    table = reference.rename(columns={"count": "b"}).merge(
+        _count(during, keys).rename(columns={"count": "d"}), on=keys, how="outer")
+    return table.fillna({"b": 0.0, "d": 0.0})
+
+
+def _with_totals(table: pd.DataFrame, split: _Split, scope: Scope) -> pd.DataFrame:
+    """`table` with the total lines `B` (before) and `D` (during) of each key's service or pod."""
+    totals = _compared_counts(split.before, split.during, scope, by_template=False)
+    totals = totals.rename(columns={"b": "B", "d": "D"})
+    return table.merge(totals, on=_keys(scope, by_template=False), how="left").fillna({"B": 0, "D": 0})
+
+
+def _select(lines: pd.DataFrame, scope: Scope, group: Sequence[str],
+            template_id: int | None = None) -> pd.DataFrame:
+    mask = lines["service"] == group[0]
+    if scope == "pod":
+        mask &= lines["pod"] == group[1]
+    if template_id is not None:
+        mask &= lines["template_id"] == template_id
+    return lines[mask.fillna(False).to_numpy(dtype=bool)]
+
+
+def _template_levels(lines: pd.DataFrame) -> dict[int, str]:
+    # A template is one log statement, so in practice one level; ties go to the first seen.
+    counts = lines.groupby(["template_id", "level"], sort=False).size().rename("n").reset_index()
+    top = counts.sort_values("n", ascending=False, kind="stable").drop_duplicates("template_id")
+    return {int(t): str(level) for t, level in zip(top["template_id"], top["level"], strict=True)}
+
+
+def _main_level(lines: pd.DataFrame) -> str:
+    return str(lines["level"].mode().iloc[0]) if not lines.empty else "UNKNOWN"
+
+
+def _finding(kind: FindingKind, group: Sequence[str], level: str, change: _Change, split: _Split, *,
+             template_id: int | None, lines: pd.DataFrame, config: LogToolkitConfig) -> LogFinding:
+    strength = 1.0 - math.exp(-abs(change.z) / config.z_scale)
+    decrease = kind == "disappeared_template" or (kind == "frequency_shift" and change.z < 0)
+    weight = _LEVEL_WEIGHT.get(level, _LEVEL_WEIGHT["UNKNOWN"]) * (_DECREASE_WEIGHT if decrease else 1.0)
+    evidence = LogEvidence(
+        template_id=template_id,
+        template=str(lines["template"].iloc[0]) if template_id is not None else f"{level} lines",
+        count_before=round(change.before, 2), count_during=int(change.during),
+        rate_before=round(change.before / split.minutes_before, 4) if split.minutes_before else 0.0,
+        rate_during=round(change.during / split.minutes_during, 4),
+        example=str(lines["message"].iloc[0])[: config.max_example_chars],
+        pods={str(pod): int(n) for pod, n in lines["pod"].dropna().value_counts().items()})
+    return LogFinding(kind=kind, service=str(group[0]), pod=str(group[1]) if len(group) > 1 else None,
+                      level=level, score=round(weight * strength, 4), z=round(change.z, 3),
+                      fold=round(change.fold, 3),
+                      start=None if kind == "disappeared_template" else lines["timestamp"].min(),
+                      evidence=evidence)
+
+
+def _combine(findings: Sequence[LogFinding], names: Sequence[str], *, scope: Scope) -> dict[str, float]:
+    """Noisy-OR of each name's strongest template findings at this scope; a level surge restates
+    template findings already counted, so it enters as a floor (max), not as one more factor."""
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    surge = dict.fromkeys(names, 0.0)
+    for finding in findings:
+        name = finding.pod if scope == "pod" else (finding.service if finding.pod is None else None)
+        if name not in scores:
+            continue
+        if finding.kind == "level_surge":
+            surge[name] = max(surge[name], finding.score)
+        else:
+            scores[name].append(finding.score)
+    combined = {}
+    for name in names:
+        left = math.prod(1.0 - score for score in sorted(scores[name], reverse=True)[:_STRONGEST])
+        combined[name] = round(max(1.0 - left, surge[name]), 4)
+    return combined
