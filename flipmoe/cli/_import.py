@@ -12,6 +12,9 @@ import importlib
 # One module per importer; each adds its subcommand to `flipmoe import`.
 _IMPORTER_CLIS: tuple[str, ...] = (
     "flipmoe.cli._import_prometheus",
+    "flipmoe.cli._import_otlp",
+    "flipmoe.cli._import_csv",
+    "flipmoe.cli._import_nezha",
 )
 
 
