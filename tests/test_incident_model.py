@@ -175,3 +175,16 @@ def test_in_window_drops_history():
     incident.meta.window = TimeWindow(START + pd.Timedelta(minutes=2), START + pd.Timedelta(minutes=4))
     inside = incident.in_window()
     assert inside.metrics["timestamp"].min() >= START + pd.Timedelta(minutes=2)
+
+
+def test_nanosecond_epochs_keep_full_precision():
+    df = pd.DataFrame({"timestamp": [1674981742383150913], "service": "a", "metric": "m", "value": [1.0]})
+    out = normalise_table(df, "metrics", source="m")
+    assert out["timestamp"].iloc[0].value == 1674981742383150913
+
+
+def test_trailing_utc_zone_name_is_understood():
+    df = pd.DataFrame({"timestamp": ["2023-01-29 08:41:10 UTC", "2023-01-29T08:41:11 GMT"],
+                       "service": "a", "metric": "m", "value": [1.0, 2.0]})
+    out = normalise_table(df, "metrics", source="m")
+    assert out["timestamp"].iloc[1] == pd.Timestamp("2023-01-29T08:41:11Z")

@@ -169,3 +169,14 @@ def test_rows_with_surplus_fields_are_refused(tmp_path):
     (directory / "events.csv").write_text("\n".join([text[0], text[1] + ",surplus"]) + "\n")
     with pytest.raises(FlipmoeInputError, match="events.csv: malformed CSV"):
         read_incident(directory)
+
+
+def test_written_directory_follows_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_incident(tiny_incident(), tmp_path / "inc")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "inc").stat().st_mode & 0o777 == 0o755

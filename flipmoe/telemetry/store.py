@@ -176,6 +176,7 @@ def write_incident(incident: Incident, path: str | Path, *, label: Label | None 
         raise FlipmoeInputError("already exists", path=target, hint="choose another --out or remove it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; an incident store is usually shared
     try:
         (staging / INCIDENT_FILE).write_text(json.dumps(incident.meta.to_json(), indent=2), encoding="utf-8")
         _write_telemetry(incident.telemetry, staging, fmt)
@@ -192,6 +193,12 @@ def write_incident(incident: Incident, path: str | Path, *, label: Label | None 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _replace_dir(staging: Path, target: Path) -> None:

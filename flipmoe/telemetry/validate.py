@@ -117,6 +117,8 @@ def to_utc(series: pd.Series, *, source: str, column: str, assume_utc: bool = Fa
             raise FlipmoeInputError("timestamps have no timezone", path=source, column=column,
                                     hint="store them as UTC, or pass a timezone to the importer")
         return series.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+    if pd.api.types.is_integer_dtype(series.dtype) and not series.isna().any():
+        return _int_epoch_to_utc(series.astype("int64"), source=source, column=column)
     if pd.api.types.is_numeric_dtype(series.dtype):
         return _epoch_to_utc(series.astype("float64"), source=source, column=column)
     text = series.astype(STRING).str.strip()
@@ -132,7 +134,10 @@ def to_utc(series: pd.Series, *, source: str, column: str, assume_utc: bool = Fa
                 f"timestamp {text.iloc[row - 1]!r} has no timezone", path=source, column=column, row=row,
                 hint="flipmoe stores UTC: write a 'Z' or '+00:00' suffix, or pass a timezone to the importer",
             )
-    cleaned = text.str.replace(r"\s*\bUTC$|\s*\bGMT$", "+00:00", regex=True)
+    cleaned = text
+    named_utc = text.str.endswith("UTC") | text.str.endswith("GMT")
+    if named_utc.any():  # pandas parses "+00:00" but not a trailing zone name
+        cleaned = text.mask(named_utc, text[named_utc].str.slice(0, -3).str.rstrip() + "+00:00")
     parsed = pd.to_datetime(cleaned, utc=True, errors="coerce", format="ISO8601")
     if (parsed.isna() & present).any():
         # ISO8601 is fast but strict; retry the stragglers with pandas' flexible parser.
@@ -146,12 +151,31 @@ def to_utc(series: pd.Series, *, source: str, column: str, assume_utc: bool = Fa
     return parsed.astype("datetime64[ns, UTC]")
 
 
+def _epoch_unit(magnitude: float) -> str:
+    return "ns" if magnitude > 1e17 else "us" if magnitude > 1e14 else "ms" if magnitude > 1e11 else "s"
+
+
+def _int_epoch_to_utc(values: pd.Series, *, source: str, column: str) -> pd.Series:
+    """Integer epochs stay integers: float64 would round nanosecond epochs by ~256 ns."""
+    if values.empty:
+        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    unit = _epoch_unit(float(np.median(np.abs(values.to_numpy()))))
+    scale = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
+    limit = 4_100_000_000_000_000_000 // scale  # beyond year 2100: not a plausible telemetry timestamp
+    too_far = values.abs() > limit
+    if too_far.any():
+        row = _first_bad_row(too_far)
+        raise FlipmoeInputError(f"epoch timestamp {values.iloc[row - 1]!r} is out of range",
+                                path=source, column=column, row=row)
+    return pd.to_datetime(values * scale, unit="ns", utc=True).astype("datetime64[ns, UTC]")
+
+
 def _epoch_to_utc(values: pd.Series, *, source: str, column: str) -> pd.Series:
     finite = values[np.isfinite(values)]
     if finite.empty:
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     magnitude = float(np.median(np.abs(finite)))
-    unit = "ns" if magnitude > 1e17 else "us" if magnitude > 1e14 else "ms" if magnitude > 1e11 else "s"
+    unit = _epoch_unit(magnitude)
     scale = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}[unit]
     nanos = values * scale
     too_far = nanos.abs() > 4.1e18  # beyond year 2100 in ns: not a plausible telemetry timestamp
