@@ -39,7 +39,7 @@ import pandas as pd
 
 from flipmoe.config import TelemetryConfig, load_yaml
 from flipmoe.errors import FlipmoeInputError
-from flipmoe.importers.otlp import write_imported
+from flipmoe.importers._common import write_imported
 from flipmoe.telemetry import MODALITIES, Telemetry, TimeWindow
 from flipmoe.telemetry.schema import STRING, TABLES
 from flipmoe.telemetry.validate import normalise_table, to_utc

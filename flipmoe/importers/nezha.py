@@ -54,6 +54,7 @@ import pandas as pd
 from flipmoe.config import FlipmoeConfig, TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import Incident, IncidentMeta, Telemetry, TimeWindow, Topology, write_incident
+from flipmoe.telemetry.incident import call_edges
 from flipmoe.telemetry.label import Label
 from flipmoe.telemetry.schema import column_names, normalise_level
 from flipmoe.telemetry.taxonomy import map_dataset_type
@@ -754,27 +755,11 @@ def _topology(span_frames: Sequence[pd.DataFrame], metrics: _Metrics | None,
         # Spans read twice from overlapping files give the same edges: no need to drop them first.
         links = ["trace_id", "span_id", "parent_span_id", "service"]
         spans = pd.concat([frame[links] for frame in span_frames], ignore_index=True)
-        edges = _call_edges(spans)
+        edges = call_edges(spans)
         services.update(spans["service"].unique())
     if metrics is not None:
         services.update(metrics.services())
     return Topology(services=sorted(services), edges=edges, placement=placement)
-
-
-def _call_edges(spans: pd.DataFrame) -> list[tuple[str, str]]:
-    # Integer keys (trace, span) and a sorted lookup: a string merge of a day's spans costs ~150 MB more.
-    n = len(spans)
-    trace = pd.factorize(spans["trace_id"])[0].astype(np.int64)
-    ids = pd.factorize(pd.concat([spans["span_id"], spans["parent_span_id"]], ignore_index=True))[0]
-    width = int(ids.max()) + 2
-    own, parent = trace * width + ids[:n], trace * width + ids[n:]
-    order = np.argsort(own, kind="stable")
-    found = order[np.minimum(np.searchsorted(own, parent, sorter=order), n - 1)]
-    linked = spans["parent_span_id"].notna().to_numpy() & (own[found] == parent)
-    service_codes, names = pd.factorize(spans["service"])
-    caller, callee = service_codes[found[linked]], service_codes[linked]
-    pairs = np.unique(np.stack([caller, callee], axis=1)[caller != callee], axis=0)
-    return sorted((str(names[a]), str(names[b])) for a, b in pairs)
 
 
 def _window_logs(day: _Day, window: TimeWindow) -> pd.DataFrame | None:

@@ -35,11 +35,12 @@ import pandas as pd
 
 from flipmoe.config import TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
-from flipmoe.telemetry import Incident, IncidentMeta, Telemetry, TimeWindow, Topology, write_incident
+from flipmoe.importers._common import write_imported
+from flipmoe.telemetry import Telemetry, TimeWindow
 from flipmoe.telemetry.schema import TABLES
 from flipmoe.telemetry.validate import normalise_table
 
-__all__ = ["histogram_quantiles", "import_otlp", "read_otlp", "topology_from_spans", "write_imported"]
+__all__ = ["histogram_quantiles", "import_otlp", "read_otlp"]
 
 # Message kind -> its fields (lowerCamelCase), after the OTLP v1 protos. Fields of messages we never
 # descend into (scope, span events, links, exemplars) are not listed: nothing reads them.
@@ -732,52 +733,3 @@ def histogram_quantiles(bounds: Sequence[float], counts: Sequence[int], *, low: 
         estimates[q] = float(np.clip(value, low if low is not None else -math.inf,
                                      high if high is not None else math.inf))
     return estimates
-
-
-# --- shared by the importers: telemetry -> incident directory ---------------------------------------
-
-def write_imported(out: str | Path, telemetry: Telemetry, *, baseline: Telemetry | None,
-                   placement: dict[str, str], incident_id: str | None, alert: str, window: TimeWindow | None,
-                   source: str, overwrite: bool) -> Path:
-    """Write imported telemetry as the incident directory `out`, with the importers' defaults.
-
-    The id defaults to `out`'s name, the window to the time span of the data; the topology is
-    derived from the spans of the window and the baseline, when there are any.
-    """
-    out = Path(out)
-    if not telemetry.modalities:
-        raise FlipmoeInputError("no metrics, logs, spans or events to import", path=out)
-    meta = IncidentMeta(id=incident_id or out.absolute().name, alert=alert,
-                        window=window or _data_window(telemetry), source=source)
-    all_spans = [t.spans for t in (telemetry, baseline) if t is not None and t.spans is not None]
-    topology = topology_from_spans(pd.concat(all_spans), placement=placement) if all_spans else None
-    incident = Incident(meta=meta, telemetry=telemetry, baseline=baseline, topology=topology)
-    return write_incident(incident, out, overwrite=overwrite)
-
-
-def _data_window(telemetry: Telemetry) -> TimeWindow:
-    """Whole seconds around every timestamp of the data, span ends included."""
-    starts, ends = [], []
-    for name in telemetry.modalities:
-        table = telemetry.table(name)
-        assert table is not None
-        if name == "spans":
-            starts.append(table["start"].min())
-            ends.append((table["start"] + pd.to_timedelta(table["duration"], unit="ms")).max())
-        else:
-            starts.append(table["timestamp"].min())
-            ends.append(table["timestamp"].max())
-    # Half-open window: the end is pushed past the last timestamp so that it stays inside.
-    return TimeWindow(min(starts).floor("s"), (max(ends) + pd.Timedelta(1, "ns")).ceil("s"))
-
-
-def topology_from_spans(spans: pd.DataFrame, *, placement: dict[str, str] | None = None) -> Topology:
-    """Service call graph: an edge caller -> callee for every span whose parent is in another service."""
-    parents = spans[["trace_id", "span_id", "service"]].rename(
-        columns={"span_id": "parent_span_id", "service": "caller"})
-    calls = spans[["trace_id", "parent_span_id", "service"]].dropna().merge(
-        parents, on=["trace_id", "parent_span_id"])
-    calls = calls[calls["caller"] != calls["service"]]
-    edges = sorted(set(zip(calls["caller"], calls["service"], strict=True)))
-    services = sorted(set(spans["service"].dropna()))
-    return Topology(services=services, edges=edges, placement=dict(sorted((placement or {}).items())))

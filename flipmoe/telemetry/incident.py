@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from flipmoe.errors import FlipmoeInputError
@@ -117,6 +118,25 @@ class IncidentMeta:
             raise FlipmoeInputError(err.problem, path=path, hint=err.hint) from None
 
 
+def call_edges(spans: pd.DataFrame) -> list[tuple[str, str]]:
+    """(caller, callee) service pairs: one for every span whose parent span is in another service."""
+    n = len(spans)
+    if n == 0:
+        return []
+    # Integer keys (trace, span) and a sorted lookup: a string merge of a day's spans costs ~150 MB more.
+    trace = pd.factorize(spans["trace_id"])[0].astype(np.int64)
+    ids = pd.factorize(pd.concat([spans["span_id"], spans["parent_span_id"]], ignore_index=True))[0]
+    width = int(ids.max()) + 2
+    own, parent = trace * width + ids[:n], trace * width + ids[n:]
+    order = np.argsort(own, kind="stable")
+    found = order[np.minimum(np.searchsorted(own, parent, sorter=order), n - 1)]
+    linked = spans["parent_span_id"].notna().to_numpy() & (own[found] == parent)
+    service_codes, names = pd.factorize(spans["service"])
+    caller, callee = service_codes[found[linked]], service_codes[linked]
+    pairs = np.unique(np.stack([caller, callee], axis=1)[caller != callee], axis=0)
+    return sorted((str(names[a]), str(names[b])) for a, b in pairs)
+
+
 @dataclass(kw_only=True)
 class Topology:
     """Service dependency graph: `edges` are (caller, callee); `kinds` marks databases and caches."""
@@ -142,6 +162,13 @@ class Topology:
         services = list(data.get("services") or sorted({s for e in edges for s in e}))
         return cls(services=[str(s) for s in services], edges=[(str(a), str(b)) for a, b in edges],
                    kinds=dict(data.get("kinds", {})), placement=dict(data.get("placement", {})))
+
+    @classmethod
+    def from_spans(cls, spans: pd.DataFrame, *, placement: dict[str, str] | None = None,
+                   services: Iterable[str] = ()) -> Topology:
+        """Services of `spans` (plus `services`), with a caller -> callee edge per cross-service call."""
+        names = sorted(set(spans["service"].dropna()) | set(services))
+        return cls(services=names, edges=call_edges(spans), placement=dict(sorted((placement or {}).items())))
 
     def callees(self, service: str) -> list[str]:
         return [b for a, b in self.edges if a == service]
