@@ -75,6 +75,15 @@ DATASET_MAPPINGS: dict[str, dict[str, str]] = {
         "return": "code_wrong_result",
         "exception": "code_exception",
     },
+    # RCAEval RE1/RE2 (stress-ng and tc injections). `mem` is memory exhaustion, whose closest type
+    # is memory_leak; RE2's `socket` has no equivalent and stays unmapped.
+    "rcaeval": {
+        "cpu": "cpu_hog",
+        "mem": "memory_leak",
+        "disk": "disk_io",
+        "delay": "network_delay",
+        "loss": "packet_loss",
+    },
 }
 
 
