@@ -17,6 +17,8 @@ from flipmoe.errors import FlipmoeInputError
 
 # Subcommand modules, in the order `--help` lists them.
 _COMMAND_MODULES = (
+    "flipmoe.cli._chaos",
+    "flipmoe.cli._eval",
     "flipmoe.cli._import",
     "flipmoe.cli._incident",
     "flipmoe.cli._logs",

@@ -1,0 +1,80 @@
+"""Events toolkit: Kubernetes events and change records (deploys, config changes) in the window.
+
+Warnings such as OOMKilled, BackOff or Unhealthy are strong local evidence; changes are evidence
+only in time: a change shortly before the symptoms is a classic cause, but innocent services are
+deployed during incidents too, so a change alone counts for little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from director.toolkits.vocabulary import text_classes
+from flipmoe.telemetry.incident import Incident
+
+# Event reasons that report a failure of the object they are about (Kubernetes' own vocabulary).
+_FAILURE_REASONS = {
+    "oomkilled": 0.95, "oomkilling": 0.95, "crashloopbackoff": 0.9, "backoff": 0.85, "failed": 0.7,
+    "unhealthy": 0.7, "killing": 0.5, "evicted": 0.8, "nodenotready": 0.9, "nodeunreachable": 0.9,
+    "failedmount": 0.6, "failedscheduling": 0.5, "errimagepull": 0.6, "imagepullbackoff": 0.6,
+    "networknotready": 0.8, "systemoom": 0.9, "rebooted": 0.8, "freediskspacefailed": 0.8,
+    "evictionthresholdmet": 0.8, "nodehasdiskpressure": 0.8, "nodehasinsufficientmemory": 0.8,
+}
+_CHANGE_KINDS = {"deploy", "config_change", "change", "rollout", "release"}
+_CHANGE_STRENGTH = 0.35
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventFinding:
+    """One event (or several of the same reason on the same object) in the window."""
+
+    service: str | None
+    pod: str | None
+    node: str | None
+    kind: str
+    reason: str
+    count: int
+    first: pd.Timestamp
+    message: str
+    strength: float
+    """In [0, 1]: how strongly this event points at its object as a cause."""
+    classes: frozenset[str]
+    """Failure classes the reason and message mention (see `vocabulary.text_classes`)."""
+    is_change: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventReport:
+    findings: tuple[EventFinding, ...]
+    notes: tuple[str, ...]
+
+
+def analyse_events(incident: Incident) -> EventReport:
+    """Failure events and changes inside the incident window, strongest first."""
+    events = incident.events
+    if events is None:
+        return EventReport(findings=(), notes=("no events in the incident",))
+    window = incident.meta.window
+    inside = events[(events["timestamp"] >= window.start) & (events["timestamp"] < window.end)]
+    if inside.empty:
+        return EventReport(findings=(), notes=("no events inside the incident window",))
+    keys = ["service", "pod", "node", "kind", "reason"]
+    grouped = inside.fillna({"service": "", "pod": "", "node": "", "message": ""}).groupby(keys, sort=False)
+    findings = [_finding(key, group) for key, group in grouped]
+    findings.sort(key=lambda f: (-f.strength, f.first))
+    return EventReport(findings=tuple(findings), notes=())
+
+
+def _finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
+    service, pod, node, kind, reason = key
+    message = str(group["message"].iloc[0])
+    classes = text_classes(f"{reason} {message}")
+    is_change = kind.lower() in _CHANGE_KINDS
+    strength = _CHANGE_STRENGTH if is_change else _FAILURE_REASONS.get(reason.lower().replace(" ", ""), 0.0)
+    if not is_change and strength == 0.0 and classes - {"deploy"}:
+        strength = 0.5  # an unfamiliar reason whose text still names a failure
+    return EventFinding(service=service or None, pod=pod or None, node=node or None, kind=kind, reason=reason,
+                        count=len(group), first=group["timestamp"].min(), message=message[:300],
+                        strength=strength, classes=classes, is_change=is_change)

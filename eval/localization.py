@@ -1,0 +1,254 @@
+"""Localisation evaluation: run the analysis path over incident directories and score it.
+
+Ground truth is read here, through the evaluation accessor `load_label`, *after* the analysis has
+produced its answer; the analysis itself never sees it. Scores follow the RCA literature: A@k is the
+share of labelled incidents whose root cause is among the top k (services ranked by their best
+entry, pods by entry), MRR the mean reciprocal rank, fault-type accuracy the share diagnosed right.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from flipmoe.errors import FlipmoeInputError
+from flipmoe.telemetry import read_incident
+from flipmoe.telemetry.incident import Incident
+from flipmoe.telemetry.label import Label, load_label
+
+Ranking = list[dict[str, Any]]
+"""Root-cause entries, most likely first: {"service", "pod", "node", "score"}."""
+Ranker = Callable[[Incident], tuple[Ranking, str | None]]
+"""An incident -> (ranking, fault type or None)."""
+
+KS = (1, 3, 5)
+
+
+def find_incidents(path: str | Path) -> list[Path]:
+    """`path` itself when it is an incident directory, else every incident directory below it, sorted."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FlipmoeInputError("no such directory", path=root)
+    if (root / "incident.json").is_file():
+        return [root]
+    found = sorted(p.parent for p in root.rglob("incident.json") if not p.parent.name.startswith("."))
+    if not found:
+        raise FlipmoeInputError("no incident directories (with incident.json) below", path=root)
+    return found
+
+
+@dataclass
+class Scores:
+    """Accumulated scores of one ranker over labelled incidents."""
+
+    service_ranks: list[int | None] = field(default_factory=list)
+    pod_ranks: list[int | None] = field(default_factory=list)
+    fault_hits: list[bool] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    def add(self, ranking: Ranking, fault_type: str | None, label: Label, seconds: float) -> None:
+        self.service_ranks.append(rank_of(label.service, _distinct([e["service"] for e in ranking])))
+        if label.pod:
+            self.pod_ranks.append(rank_of(label.pod, [e.get("pod") for e in ranking]))
+        self.fault_hits.append(fault_type == label.fault_type)
+        self.seconds.append(seconds)
+
+    def summary(self) -> dict[str, float | int | None]:
+        out: dict[str, float | int | None] = {"incidents": len(self.service_ranks), "failures": self.failures}
+        for level, ranks in (("service", self.service_ranks), ("pod", self.pod_ranks)):
+            for k in KS:
+                out[f"{level}_A@{k}"] = accuracy_at(ranks, k)
+            out[f"{level}_MRR"] = mean_reciprocal_rank(ranks)
+        out["fault_type_accuracy"] = float(np.mean(self.fault_hits)) if self.fault_hits else None
+        out["seconds_p50"] = float(np.percentile(self.seconds, 50)) if self.seconds else None
+        out["seconds_p95"] = float(np.percentile(self.seconds, 95)) if self.seconds else None
+        return out
+
+
+def _distinct(items: Sequence[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    return [x for x in items if not (x in seen or seen.add(x))]
+
+
+def rank_of(target: str, ranked: Sequence[Any]) -> int | None:
+    """1-based rank of `target` in `ranked`, None when absent."""
+    for position, item in enumerate(ranked, start=1):
+        if item == target:
+            return position
+    return None
+
+
+def accuracy_at(ranks: Sequence[int | None], k: int) -> float | None:
+    if not ranks:
+        return None
+    return sum(1 for r in ranks if r is not None and r <= k) / len(ranks)
+
+
+def mean_reciprocal_rank(ranks: Sequence[int | None]) -> float | None:
+    if not ranks:
+        return None
+    return sum(1.0 / r for r in ranks if r is not None) / len(ranks)
+
+
+def evaluate(
+    incident_dirs: Sequence[Path],
+    rankers: Mapping[str, Ranker],
+    *,
+    out: TextIO | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Scores]:
+    """Run every ranker on every incident; write one JSON line per incident for the first ranker."""
+    scores = {name: Scores() for name in rankers}
+    primary = next(iter(rankers))
+    for position, directory in enumerate(incident_dirs, start=1):
+        record: dict[str, Any] = {"incident": directory.name}
+        try:
+            incident = read_incident(directory)
+        except FlipmoeInputError as err:
+            record["error"] = str(err)
+            for s in scores.values():
+                s.failures += 1
+            _emit(out, record)
+            continue
+        label = load_label(directory)
+        for name, ranker in rankers.items():
+            start = time.perf_counter()
+            ranking, fault_type = ranker(incident)
+            seconds = time.perf_counter() - start
+            if label is not None:
+                scores[name].add(ranking, fault_type, label, seconds)
+            if name == primary:
+                record.update({"root_causes": ranking, "fault_type": fault_type, "seconds": round(seconds, 3)})
+        if label is not None:
+            record["label"] = label.to_json()
+        _emit(out, record)
+        if progress is not None:
+            progress(f"[{position}/{len(incident_dirs)}] {directory.name}")
+    return scores
+
+
+def _emit(out: TextIO | None, record: dict[str, Any]) -> None:
+    if out is not None:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+
+def iter_rows(scores: Mapping[str, Scores]) -> Iterator[tuple[str, dict[str, float | int | None]]]:
+    for name, s in scores.items():
+        yield name, s.summary()
+
+
+def format_table(scores: Mapping[str, Scores]) -> str:
+    """A fixed-width table: one row per ranker."""
+    columns = ["incidents", *(f"service_A@{k}" for k in KS), "service_MRR", *(f"pod_A@{k}" for k in KS),
+               "fault_type_accuracy", "seconds_p50", "seconds_p95"]
+    header = ["ranker", "n", "svc@1", "svc@3", "svc@5", "svcMRR", "pod@1", "pod@3", "pod@5", "type", "p50 s", "p95 s"]
+    lines = ["  ".join(f"{h:>7}" if i else f"{h:<26}" for i, h in enumerate(header))]
+    for name, summary in iter_rows(scores):
+        cells = [name] + [_cell(summary[c]) for c in columns]
+        lines.append("  ".join(f"{c:>7}" if i else f"{c:<26}" for i, c in enumerate(cells)))
+    return "\n".join(lines)
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.3f}"
+
+
+def analysis_ranker(**config_overrides: Any) -> Ranker:
+    """The platform's analysis path (`director.analysis.analyse_incident`) as a ranker."""
+    from director.analysis import AnalysisConfig, analyse_incident, analysis_summary
+
+    config = AnalysisConfig(**config_overrides)
+
+    def rank(incident: Incident) -> tuple[Ranking, str | None]:
+        summary = analysis_summary(analyse_incident(incident, config=config), top=20)
+        return summary["root_causes"], summary["fault_type"]
+
+    return rank
+
+
+def ablation_rankers(modality_sets: Mapping[str, Sequence[str]]) -> dict[str, Ranker]:
+    """The analysis path restricted to modality subsets, sharing one analysis per incident.
+
+    Each toolkit is independent of the others, so ranking the signals of a subset is the same as
+    running the path with only those modalities — at the cost of one analysis instead of several.
+    """
+    from director.analysis import analyse_incident, localize
+
+    cache: dict[str, Any] = {}
+
+    def analysis_of(incident: Incident) -> Any:
+        if cache.get("id") != incident.id:
+            cache.update(id=incident.id, analysis=analyse_incident(incident))
+        return cache["analysis"]
+
+    def make(modalities: Sequence[str]) -> Ranker:
+        def rank(incident: Incident) -> tuple[Ranking, str | None]:
+            analysis = analysis_of(incident)
+            localization = localize(incident, analysis.signals, modalities=modalities)
+            ranking = [{"service": r.service, "pod": r.pod, "node": r.node, "score": round(r.score, 4)}
+                       for r in localization.root_causes[:20]]
+            fault = analysis.diagnosis.fault_type if analysis.diagnosis and len(modalities) == 4 else None
+            return ranking, fault
+        return rank
+
+    return {name: make(mods) for name, mods in modality_sets.items()}
+
+
+def random_ranker(seed: int = 0) -> Ranker:
+    """Services and their pods in a random order (seeded per incident): the floor any method must beat."""
+    def rank(incident: Incident) -> tuple[Ranking, str | None]:
+        rng = np.random.default_rng([seed, abs(hash(incident.id)) % (2**32)])
+        pods = _pods_by_service(incident)
+        services = sorted(pods)
+        rng.shuffle(services)
+        return [{"service": s, "pod": p, "node": None, "score": 0.0} for s in services for p in pods[s]], None
+    return rank
+
+
+def zscore_ranker() -> Ranker:
+    """A naive metric ranking: each pod's largest |z| of any metric in the window against its own history.
+
+    The history is everything before the alert time (or the window start); no propagation reasoning,
+    no pattern analysis — what a dashboard sorted by "most unusual" would show.
+    """
+    def rank(incident: Incident) -> tuple[Ranking, str | None]:
+        metrics = incident.metrics
+        if metrics is None:
+            return [], None
+        split = incident.meta.alert_time or incident.meta.window.start
+        keys = ["service", "pod", "metric"]
+        frame = metrics.fillna({"pod": ""})
+        before = frame[frame["timestamp"] < split].groupby(keys)["value"].agg(["mean", "std"])
+        during = frame[(frame["timestamp"] >= split) & (frame["timestamp"] < incident.meta.window.end)]
+        joined = during.join(before, on=keys)
+        z = ((joined["value"] - joined["mean"]).abs() / joined["std"].where(joined["std"] > 0)).fillna(0.0)
+        joined = joined.assign(z=z.replace([np.inf, -np.inf], 0.0))
+        per_pod = joined.groupby(["service", "pod"])["z"].max().sort_values(ascending=False)
+        ranking = [{"service": s, "pod": p or None, "node": None, "score": float(v)} for (s, p), v in per_pod.items()]
+        return ranking, None
+    return rank
+
+
+def _pods_by_service(incident: Incident) -> dict[str, list[str | None]]:
+    pods: dict[str, set[str]] = {}
+    for name in incident.modalities:
+        table = incident.telemetry.table(name)
+        assert table is not None
+        for service, pod in table[["service", "pod"]].dropna(subset=["service"]).drop_duplicates().itertuples(
+                index=False):
+            pods.setdefault(service, set())
+            if isinstance(pod, str):
+                pods[service].add(pod)
+    return {s: (sorted(p) or [None]) for s, p in pods.items()}  # type: ignore[misc]

@@ -1,0 +1,157 @@
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import START, tiny_incident
+from director.analysis import AnalysisConfig, analyse_incident, analysis_summary
+from director.toolkits.events import analyse_events
+from director.toolkits.localize import Signal, rank_root_causes, squash
+from director.toolkits.vocabulary import metric_category, text_classes
+from flipmoe.cli import main
+from flipmoe.errors import FlipmoeInputError
+from flipmoe.telemetry import write_incident
+
+
+def _signal(service, strength, role="cause", kind="metrics:cpu", modality="metrics", pod=None):
+    return Signal(modality=modality, service=service, pod=pod, strength=strength, role=role, kind=kind,
+                  summary=f"{service} {kind}")
+
+
+CHAIN = [("front", "api"), ("api", "db"), ("front", "other")]
+
+
+def test_root_cause_explains_its_callers_symptoms():
+    signals = [_signal("db", 0.9), _signal("api", 0.8, "symptom", "metrics:latency"),
+               _signal("front", 0.85, "symptom", "metrics:latency"), _signal("other", 0.3)]
+    ranked = rank_root_causes(signals, call_edges=CHAIN)
+    assert [r.service for r in ranked.root_causes][:1] == ["db"]
+    assert ranked.root_causes[0].evidence[0].summary == "db metrics:cpu"
+
+
+def test_caller_whose_latency_is_downstream_is_not_blamed():
+    # api shows the same latency as db, but db is at least as anomalous and api calls it.
+    signals = [_signal("api", 0.7, "symptom", "traces:latency", "traces"), _signal("db", 0.7, "cause", "traces:self")]
+    scores = rank_root_causes(signals, call_edges=CHAIN).service_scores
+    assert scores["db"] > scores["api"]
+
+
+def test_evidence_every_service_shows_is_discounted():
+    common = [_signal(s, 0.9, "cause", "metrics:network") for s in ("front", "api", "db", "other", "x", "y")]
+    ranked = rank_root_causes([*common, _signal("api", 0.6, "cause", "metrics:memory")], call_edges=CHAIN)
+    assert ranked.root_causes[0].service == "api"
+
+
+def test_pods_are_ranked_inside_their_service():
+    signals = [_signal("api", 0.9, pod="api-2"), _signal("api", 0.2, pod="api-1")]
+    ranked = rank_root_causes(signals, pods_of_service={"api": ["api-1", "api-2", "api-3"]},
+                              placement={"api-2": "node-b"})
+    assert [(r.pod, r.node) for r in ranked.root_causes[:2]] == [("api-2", "node-b"), ("api-1", None)]
+
+
+def test_no_signals_and_no_services_degrade_gracefully():
+    empty = rank_root_causes([])
+    assert empty.root_causes == () and "nothing to rank" in empty.notes[0]
+    quiet = rank_root_causes([], services=["a", "b"])
+    assert len(quiet.root_causes) == 2 and any("no anomaly" in n for n in quiet.notes)
+
+
+def test_squash_is_monotone_and_bounded():
+    values = [squash(x) for x in (0, 1, 3, 10, 100, 1e6)]
+    assert values == sorted(values) and values[0] == 0 and values[-1] < 1 and squash(3) == 0.5
+    assert squash(float("nan")) == 0.0
+
+
+@pytest.mark.parametrize("name, category", [
+    ("CpuUsageRate(%)", "cpu"), ("container_memory_working_set_bytes", "memory"), ("jvm_gc_pause_seconds", "memory"),
+    ("http_server_duration_ms_p95", "latency"), ("PodSuccessRate(%)", "errors"), ("http_requests_total{code=500}", "errors"),
+    ("node_network_receive_bytes_total", "network"), ("kube_pod_container_status_restarts_total", "restarts"),
+    ("hikaricp_connections_active", "saturation"), ("frobnication_index", "other")])
+def test_metric_categories(name, category):
+    assert metric_category(name) == category
+
+
+def test_text_classes():
+    assert "dns" in text_classes("java.net.UnknownHostException: payment: no such host")
+    assert "tls" in text_classes("x509: certificate has expired or is not yet valid")
+    assert "oom" in text_classes("java.lang.OutOfMemoryError: Java heap space")
+    assert text_classes("GET /cart 200 in 12ms") == frozenset()
+
+
+def test_events_toolkit_scores_failures_above_changes():
+    incident = tiny_incident()
+    events = pd.DataFrame({"timestamp": [START + pd.Timedelta(minutes=m) for m in (1, 2, 2)],
+                           "kind": ["k8s", "deploy", "k8s"], "reason": ["OOMKilled", "Deployed", "Scheduled"],
+                           "service": ["db", "api", "front"], "pod": ["db-0", None, None], "node": None,
+                           "message": ["container exceeded memory limit", "v2", "assigned"]})
+    from flipmoe.telemetry import normalise_table
+
+    incident.telemetry.events = normalise_table(events, "events", source="e")
+    report = analyse_events(incident)
+    assert report.findings[0].reason == "OOMKilled" and "oom" in report.findings[0].classes
+    assert {f.reason for f in report.findings if f.is_change} == {"Deployed"}
+
+
+def test_analysis_works_with_any_subset_of_modalities():
+    incident = tiny_incident()
+    for modalities in [("metrics",), ("traces",), ("logs",), ("events",), ("metrics", "traces", "logs", "events")]:
+        analysis = analyse_incident(incident, config=AnalysisConfig(modalities=modalities))
+        assert {e.service for e in analysis.localization.root_causes} <= {"front", "api", "db"}
+        assert set(analysis.localization.modalities) <= set(modalities)
+
+
+def test_missing_modalities_are_stated_not_fatal():
+    incident = tiny_incident()
+    incident.telemetry.logs = None
+    incident.telemetry.spans = None
+    incident.baseline = None
+    analysis = analyse_incident(incident)
+    assert any("no logs" in n for n in analysis.notes) and any("no traces" in n for n in analysis.notes)
+    assert analysis.localization.root_causes
+
+
+def test_unknown_modality_is_rejected():
+    with pytest.raises(FlipmoeInputError, match="unknown modality"):
+        AnalysisConfig(modalities=("metrics", "vibes"))
+
+
+@pytest.fixture(scope="module")
+def chaos_corpus(tmp_path_factory):
+    from data_pipeline.chaos import generate_incident
+
+    root = tmp_path_factory.mktemp("corpus")
+    for seed, fault in ((11, "cpu_hog"), (12, "code_exception")):
+        incident, label = generate_incident("webshop", fault, seed=seed, window_minutes=12)
+        write_incident(incident, root / f"inc-{seed}", label=label)
+    return root
+
+
+def test_analysis_finds_injected_root_cause_on_chaos_incidents(chaos_corpus):
+    from flipmoe.telemetry import read_incident
+    from flipmoe.telemetry.label import load_label
+
+    for directory in sorted(chaos_corpus.iterdir()):
+        analysis = analyse_incident(read_incident(directory))
+        services = [r["service"] for r in analysis_summary(analysis, top=20)["root_causes"]]
+        assert load_label(directory).service in list(dict.fromkeys(services))[:3], directory.name
+
+
+def test_eval_localization_command(chaos_corpus, tmp_path, capsys):
+    out = tmp_path / "eval.jsonl"
+    assert main(["eval", "localization", "--path", str(chaos_corpus), "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["incident"] for r in rows] == ["inc-11", "inc-12"]
+    assert all(r["root_causes"] and "label" in r and r["fault_type"] for r in rows)
+    assert {"service", "pod", "node", "score"} <= set(rows[0]["root_causes"][0])
+    table = capsys.readouterr().out
+    assert "svc@1" in table and "flipmoe" in table
+
+
+def test_eval_without_labels_says_so(tmp_path, capsys):
+    write_incident(tiny_incident(), tmp_path / "one")
+    assert main(["eval", "localization", "--path", str(tmp_path), "--quiet", "--out", str(tmp_path / "o.jsonl")]) == 0
+    assert "none has a label.json" in capsys.readouterr().out
+
+
+def test_eval_on_missing_path_is_bad_input(tmp_path):
+    assert main(["eval", "localization", "--path", str(tmp_path / "nope")]) == 2
