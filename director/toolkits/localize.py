@@ -270,10 +270,20 @@ def _rank_pods(signals: Sequence[Signal], service_scores: Mapping[str, float], a
         for pod, strength in pod_strength.items():
             # The service's score dominates; the pod's own evidence orders pods within the service.
             pod_score = score * (0.8 + 0.2 * strength / strongest)
-            evidence = tuple(s for s in own if s.pod in (pod, None)) if pod else tuple(own)
+            evidence = _diverse(tuple(s for s in own if s.pod in (pod, None)) if pod else tuple(own))
             node = placement.get(pod) or next((s.node for s in evidence if s.node), None)
             entries.append(RootCause(service=service, pod=pod or None, node=node, score=pod_score,
                                      anomaly=anomaly.get(service, 0.0), propagation=propagation[service],
                                      modality_scores=dict(per_modality.get(service, {})), evidence=evidence[:8]))
     entries.sort(key=lambda e: (-e.score, e.service, e.pod or ""))
     return entries
+
+
+def _diverse(signals: tuple[Signal, ...]) -> tuple[Signal, ...]:
+    """Strongest signal of each kind first, then the rest: a report should show different evidence."""
+    seen: set[str] = set()
+    first, rest = [], []
+    for signal in signals:
+        (rest if signal.kind in seen else first).append(signal)
+        seen.add(signal.kind)
+    return (*first, *rest)

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "flipmoe.cli._import",
     "flipmoe.cli._incident",
     "flipmoe.cli._logs",
+    "flipmoe.cli._rca",
     "flipmoe.cli._version",
 )
 
