@@ -255,3 +255,21 @@ def test_no_alert_and_no_history_uses_the_first_third() -> None:
     report = analyse_traces(incident_of(NORMAL, during, baseline=False, alert=None))
     assert any("first third" in n for n in report.notes)
     assert [t.service for t in report.anomalies if t.kind == "slow_operation"] == ["db"]
+
+
+def test_pre_alert_traces_join_a_distant_baseline_in_the_reference() -> None:
+    # The baseline is an hour away with fast leaves; the minutes before the alert are the same regime
+    # as the incident (20 ms leaves). Only with both in the reference is 20 ms after the alert normal.
+    fast = [s for i in range(30) for s in chain_trace(f"b{i}", 1000.0 * i, leaf_ms=10 + jitter(i))]
+    recent = [s for i in range(30) for s in chain_trace(f"r{i}", 1000.0 * i, leaf_ms=20 + jitter(i))]
+    during = [s for i in range(30) for s in chain_trace(f"d{i}", 1000.0 * i, leaf_ms=20 + jitter(i))]
+    meta = IncidentMeta(id="t", alert="x", window=TimeWindow(T0, END), alert_time=ALERT)
+    incident = Incident(
+        meta=meta,
+        telemetry=Telemetry(spans=pd.concat([spans_frame(recent), spans_frame(during, origin=ALERT)],
+                                            ignore_index=True)),
+        baseline=Telemetry(spans=spans_frame(fast, origin=T0 - pd.Timedelta(hours=1))))
+    report = analyse_traces(incident)
+    assert "before" in report.reference and "baseline" in report.reference
+    assert report.spans == len(during), "only traces after the alert are judged"
+    assert not [a for a in report.anomalies if a.kind == "slow_operation"]

@@ -310,11 +310,18 @@ def _split(incident: Incident, spans: pd.DataFrame, notes: list[str]
     it starts before the split time, so no tree is cut in two."""
     window = incident.meta.window
     baseline = incident.baseline.spans if incident.baseline is not None else None
-    if baseline is not None:
-        in_window = (spans["start"] >= window.start) & (spans["start"] < window.end)
-        return baseline, spans[in_window], "the baseline window"
     split = reference_split_time(incident.meta)
     trace_start = spans.groupby("trace_id")["start"].transform("min")
+    if baseline is not None:
+        before = (trace_start < split).to_numpy()
+        if incident.meta.alert_time is not None and before.any():
+            # The minutes just before the alert are the same time of day and load as the incident;
+            # a baseline may come from another hour. Both together are the reference.
+            inside = ((trace_start >= split) & (trace_start < window.end)).to_numpy()
+            return (pd.concat([baseline, spans[before]], ignore_index=True), spans[inside],
+                    f"the baseline window and traces starting before {format_utc_clock(split)}")
+        in_window = (spans["start"] >= window.start) & (spans["start"] < window.end)
+        return baseline, spans[in_window], "the baseline window"
     why = "no trace baseline"
     if incident.meta.alert_time is None and not (trace_start < split).any():
         split = window.start + window.duration / 3
