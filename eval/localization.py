@@ -73,8 +73,7 @@ class Scores:
 
 
 def _distinct(items: Sequence[Any]) -> list[Any]:
-    seen: set[Any] = set()
-    return [x for x in items if not (x in seen or seen.add(x))]
+    return list(dict.fromkeys(items))
 
 
 def rank_of(target: str, ranked: Sequence[Any]) -> int | None:

@@ -282,7 +282,8 @@ def _rank_pods(signals: Sequence[Signal], service_scores: Mapping[str, float], a
 def _diverse(signals: tuple[Signal, ...]) -> tuple[Signal, ...]:
     """Strongest signal of each kind first, then the rest: a report should show different evidence."""
     seen: set[str] = set()
-    first, rest = [], []
+    first: list[Signal] = []
+    rest: list[Signal] = []
     for signal in signals:
         (rest if signal.kind in seen else first).append(signal)
         seen.add(signal.kind)

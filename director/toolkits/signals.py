@@ -13,7 +13,7 @@ import re
 from director.toolkits.describe import describe_metric, describe_trace
 from director.toolkits.events import EventReport
 from director.toolkits.findings import MetricAnomaly, MetricPattern, TraceAnomaly, to_json
-from director.toolkits.localize import Signal, squash
+from director.toolkits.localize import Role, Signal, squash
 from director.toolkits.logs import LogReport
 from director.toolkits.metrics import MetricReport
 from director.toolkits.traces import TraceReport
@@ -79,7 +79,7 @@ def _metric_effect(anomaly: MetricAnomaly) -> float:
     return fold_effect(anomaly.relative_change)
 
 
-def _metric_role(anomaly: MetricAnomaly, category: str) -> str:
+def _metric_role(anomaly: MetricAnomaly, category: str) -> Role:
     # Traffic that stops (drop to zero, missing data) is what a dead service looks like, not a caller's echo.
     if anomaly.pattern in (MetricPattern.MISSING_DATA, MetricPattern.DROP_TO_ZERO):
         return "cause"
@@ -104,7 +104,7 @@ def trace_signals(report: TraceReport) -> list[Signal]:
                         f"(error rate {summary.error_rate:.1%})",
                 evidence={"type": "trace_service", "service": summary.service, "kind": "error_origin"}))
     for anomaly in report.anomalies:
-        role = "symptom" if anomaly.kind in ("missing_call", "added_call") else "cause"
+        role: Role = "symptom" if anomaly.kind in ("missing_call", "added_call") else "cause"
         signals.append(Signal(
             modality="traces", service=anomaly.service, strength=squash(anomaly.score) * _trace_effect(anomaly),
             role=role, kind=f"traces:{anomaly.kind}", start=anomaly.start, summary=describe_trace(anomaly),
