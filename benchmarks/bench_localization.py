@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--systems", default="webshop,ticketing")
     parser.add_argument("--seed", type=int, default=700_000, help="seed base, never used during development")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for generating the corpus")
-    parser.add_argument("--keep", help="write the generated corpus here instead of a temporary directory")
+    parser.add_argument("--keep", help="keep the corpus in this directory (and reuse it when it is complete)")
     args = parser.parse_args()
     from data_pipeline.chaos import generate_corpus
 
@@ -63,10 +63,14 @@ def main() -> None:
         root = Path(args.keep or tmp)
         for offset, system in enumerate(args.systems.split(",")):
             out = root / system
-            start = time.perf_counter()
-            generate_corpus(system, args.per_system, seed=args.seed + 1000 * offset, out=out, workers=args.workers)
-            print(f"generated {args.per_system} {system} incidents (seed {args.seed + 1000 * offset}) "
-                  f"in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+            seed = args.seed + 1000 * offset
+            if out.is_dir() and len(list(out.glob("*/incident.json"))) == args.per_system:
+                print(f"reusing the {system} corpus in {out} (seed {seed})", file=sys.stderr)
+            else:
+                start = time.perf_counter()
+                generate_corpus(system, args.per_system, seed=seed, out=out, workers=args.workers)
+                print(f"generated {args.per_system} {system} incidents (seed {seed}) "
+                      f"in {time.perf_counter() - start:.0f} s", file=sys.stderr)
             run(f"chaos {system}", out)
         if SHARED_NEZHA.is_dir():
             from flipmoe.importers.nezha import import_nezha
