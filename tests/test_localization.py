@@ -178,3 +178,11 @@ def test_rca_never_reads_the_label(chaos_corpus, tmp_path, capsys):
     (copy / "label.json").write_text('{"service": "frontend", "fault_type": "cpu_hog"}')
     main(["rca", str(copy), "--json"])
     assert json.loads(capsys.readouterr().out)["root_causes"] == with_label["root_causes"]
+
+
+def test_a_modality_that_blames_everyone_counts_less_than_one_that_singles_out():
+    services = ["a", "b", "c", "d", "e", "f"]
+    noisy = [_signal(s, 0.9, "cause", f"metrics:x{i}") for i, s in enumerate(services)]  # all equally anomalous
+    focused = [_signal("e", 0.6, "cause", "logs:new_template:ERROR", modality="logs")]
+    ranked = rank_root_causes([*noisy, *focused], services=services)
+    assert ranked.root_causes[0].service == "e"

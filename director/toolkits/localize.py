@@ -76,6 +76,10 @@ class LocalizationConfig:
     """Weight of walking back from a callee to its caller, relative to forward edges."""
     rarity_strength: float = 0.5
     """A service 'has' a kind of evidence when one of its signals of that kind is at least this strong."""
+    focus_floor: float = 0.1
+    """A modality whose evidence is spread evenly over all services still counts this much."""
+    focus_power: float = 0.5
+    """Exponent on a modality's focus (0 ignores it)."""
     rarity_floor: float = 0.1
     """Evidence every service shows still counts this much: it cannot rank services but orders pods."""
     rarity_power: float = 0.5
@@ -162,13 +166,34 @@ def _service_anomaly(signals: Sequence[Signal], n_services: int, config: Localiz
         weight *= rarity.get(signal.kind, 1.0) ** config.rarity_power
         by_service[signal.service][signal.modality].append(signal.strength * weight)
     per_modality: dict[str, dict[str, float]] = {}
-    fused: dict[str, float] = {}
     for service, modalities in by_service.items():
-        scores = {m: _noisy_or(sorted(v, reverse=True)[: config.signals_per_modality])
-                  for m, v in modalities.items()}
-        per_modality[service] = scores
-        fused[service] = _noisy_or(config.modality_weights.get(m, 0.5) * s for m, s in scores.items())
+        per_modality[service] = {m: _noisy_or(sorted(v, reverse=True)[: config.signals_per_modality])
+                                 for m, v in modalities.items()}
+    focus = _modality_focus(per_modality, n_services, config)
+    fused = {service: _noisy_or(config.modality_weights.get(m, 0.5) * focus[m] * s for m, s in scores.items())
+             for service, scores in per_modality.items()}
     return fused, per_modality
+
+
+def _modality_focus(per_modality: Mapping[str, Mapping[str, float]], n_services: int,
+                    config: LocalizationConfig) -> dict[str, float]:
+    """How much each modality singles services out: 1 - normalised entropy of its scores over services.
+
+    A modality that finds every service about equally anomalous (noisy minute-level metrics, a
+    system-wide slowdown) says little about where the fault is; one that points at a few services
+    says much. Like `_rarity`, but for a modality as a whole.
+    """
+    totals: dict[str, list[float]] = defaultdict(list)
+    for scores in per_modality.values():
+        for modality, score in scores.items():
+            totals[modality].append(score)
+    focus = {}
+    for modality, values in totals.items():
+        p = np.array(values) / max(sum(values), 1e-12)
+        p = p[p > 0]
+        entropy = float(-(p * np.log(p)).sum()) / math.log(n_services) if n_services > 1 else 0.0
+        focus[modality] = max(1.0 - entropy, config.focus_floor) ** config.focus_power
+    return focus
 
 
 def _pagerank(services: list[str], edges: Iterable[tuple[str, str]], anomaly: Mapping[str, float],
