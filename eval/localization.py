@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +209,7 @@ def ablation_rankers(modality_sets: Mapping[str, Sequence[str]]) -> dict[str, Ra
 def random_ranker(seed: int = 0) -> Ranker:
     """Services and their pods in a random order (seeded per incident): the floor any method must beat."""
     def rank(incident: Incident) -> tuple[Ranking, str | None]:
-        rng = np.random.default_rng([seed, abs(hash(incident.id)) % (2**32)])
+        rng = np.random.default_rng([seed, zlib.crc32(incident.id.encode())])  # hash() varies per process
         pods = _pods_by_service(incident)
         services = sorted(pods)
         rng.shuffle(services)
