@@ -5,27 +5,34 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from drain3 import TemplateMiner
 from drain3.template_miner_config import TemplateMinerConfig
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from director.toolkits.logs import (
     COUNT_COLUMNS,
+    MASK_RULES,
     LogParser,
     LogParserConfig,
+    LogToolkitConfig,
+    MaskCache,
     Masker,
     analyse_logs,
     grouping_accuracy,
     parsing_accuracy,
     template_counts,
 )
+from director.toolkits.logs.masking import _SOURCE_EXTENSIONS
 from director.toolkits.logs.mining import AffixDrain
 from flipmoe.cli import EXIT_BAD_INPUT, main
+from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import Incident, IncidentMeta, Telemetry, TimeWindow, normalise_table
 
 LOGHUB = Path(__file__).parent / "fixtures" / "loghub"
@@ -124,6 +131,151 @@ def test_long_messages_are_cut_before_mining() -> None:
     parser = LogParser(config=LogParserConfig(max_message_chars=32))
     line = parser.add("payload " + "x" * 10_000)
     assert len(line.template) <= 32
+
+
+# ------------------------------------------------------------------------------------------- caches
+# Masking is remembered per message shape and per piece of long shapes, and Drain is skipped for a
+# masked message whose search cannot have changed. These must never change a result.
+
+# Fragments that exercise every rule, its edges and the cache's shortcuts: hex ids and UUIDs
+# (premasked), digits and `0x` (shapes), spaces, `, ` and quotes (pieces), clock times and dates
+# across spaces, digits that are not ASCII, mask-like text, line breaks.
+_FRAGMENTS = [
+    "0", "7", "42", "0x1f", "0X", "deadbeef", "c0ffee12", "v", "v1.2", "1.2.3.4", "10.0.0.1", ".", ":", "::", "-",
+    "_", "/", "/a/b", "\\", " ", "  ", "\n", "\t", "ms", "s", "m", "min", "µs", "Main.java:12", "#", "x#5", "Jan ",
+    "Mon, ", "Dec", "12:30:45", " 9:05:07.123", "2023-01-02", " CST", ", 2023", "T", "Z", "+01:00", "<:IP:>", "<:",
+    "[", "]", "(", ")", "), ", ", ", ";", "=", "k=", "a=b1", "\"", "'", "\" a 1\"", "@", "a@b.co", "http://x/y", "~",
+    "blk_", "job_1_2", "-5", "+3", "web-07", "node3.dc", ":80", "٣", "é", "{", "}", "e", "F", "G1237", "Ticket(",
+    "seatNo=", "TraceID: ", "12ab34cd-1234-5678-9abc-def012345678", "00:11:22:33:44:55", "fe80::1", "C:\\x",
+]
+
+
+def _vary(message: str, characters: str, rng: random.Random) -> str:
+    return "".join(rng.choice(characters) if c in characters else c for c in message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), min_size=1, max_size=25), st.integers(1, 30), st.randoms())
+@example(["job_1_2", "0", "ms", "{", "2023-01-02", "Mon, ", "web-07", "[", "T", "0", "/a/b", "x#5", "{", "}"], 25,
+         random.Random(0))  # ends in `5{}`: a kept digit, then braces
+def test_the_mask_cache_masks_as_the_masker(parts: list[str], repeat: int, rng: random.Random) -> None:
+    masker, cache = Masker(), MaskCache(Masker())
+    message = " ".join(["".join(parts)] * repeat)  # long ones are cut into pieces
+    # Other digits: the same shape. Other hex characters: the same quick key, maybe another shape.
+    for variant in (message, _vary(message, "0123456789", rng), _vary(message, "0123456789abcdefABCDEF", rng),
+                    message):
+        assert cache.mask(variant) == masker.mask(variant)
+
+
+@pytest.mark.parametrize("message", [
+    # A quote pair holds one line break: QUOTED spans it, so no piece may end inside.
+    "\"\n.java:1 abc 9 " * 30,
+    # HOST takes a port in any digits, but only looks when an ASCII `:digit` is somewhere.
+    "conn web7:\u0663\u0664 then " + "x" * 250 + " later port :5 ok",
+    # TIMESTAMP goes across spaces (and `, `).
+    "at Mon, Jan 12, 2023 10:00:01 CST 2023 and " * 12,
+    "saved 2023-01-29 15:38:06, next " * 12,
+    "took 5 at 10:00:01 CST 2024 then " * 12,
+])
+def test_the_mask_cache_keeps_pieces_whole_where_rules_reach_across(message: str) -> None:
+    assert MaskCache(Masker()).mask(message) == Masker().mask(message)
+
+
+def test_the_mask_cache_tells_hex_ids_from_hex_words_in_the_same_places() -> None:
+    # Same hex characters at the same places (one quick key); only the first holds hex ids.
+    tail = " [query][Query TripResponse] " + "x" * 120
+    masker, cache = Masker(), MaskCache(Masker())
+    for ids in ("c0e0d111a7e4 SpanID: 4458565ffe84", "deadbeefcafe SpanID: 445856512384",
+                "c0e0d111a7e4 SpanID: 4458565ffe84"):
+        message = f"TraceID: {ids}{tail}"
+        assert cache.mask(message) == masker.mask(message)
+
+
+# The rules written to start with their first character (so the regex engine skips to candidates),
+# as they read plainly.
+_PLAIN_RULES = {
+    "NUM": r"(?<![A-Za-z0-9])(?<!\d\.)" + "".join(rf"(?<!\.{ext}:)" for ext in _SOURCE_EXTENSIONS)
+           + r"(?<![A-Za-z]#)(?:[-+]|v(?=\d+\.\d))?\d+(?:\.\d+)*(?![0-9])",
+    "IP": r"(?<![A-Za-z0-9])\d{1,3}(?:\.\d{1,3}){3}(?!\.?[A-Za-z0-9])",
+    "HEX": r"(?<![A-Za-z0-9])(?:0[xX][0-9a-fA-F]+|(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,})"
+           r"(?![A-Za-z0-9])",
+    "PORT": r"(?:(?<=<:IP:>)|(?<=<:HOST:>)|(?<=<:IPV6:>\])):(?P<value>\d{1,5})(?![A-Za-z0-9])",
+    "ID": r"(?<=[A-Za-z][_-])(?P<value>-?\d[\w-]*)",
+}
+_RULE_FRAGMENTS = [*_FRAGMENTS, "<:HOST:>", "<:IPV6:>]", ":5", "a_", "b-", "--7", "v9.1", "1.", ".c:", ".scala:",
+                   "abcdef", "0x", "12345678", "9a"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_RULE_FRAGMENTS), max_size=12))
+def test_fast_rules_match_as_written_plainly_and_their_prefilters_hold(parts: list[str]) -> None:
+    text = "".join(parts)
+    for rule in MASK_RULES:
+        if rule.name in _PLAIN_RULES:
+            plain = re.compile(_PLAIN_RULES[rule.name])
+            assert [m.span() for m in rule.regex.finditer(text)] == [m.span() for m in plain.finditer(text)], rule
+        if rule.regex.search(text):  # `may_match` is a necessary condition, never a filter
+            assert rule.may_match is None or rule.may_match(text), rule
+
+
+def _uuid(rng: random.Random) -> str:
+    value = f"{rng.getrandbits(128):032x}"
+    return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+
+
+def _java_lines(count: int, seed: int) -> list[str]:
+    """Lines like those of the Java services of TrainTicket: trace ids, UUIDs, lists of records."""
+    rng = random.Random(seed)
+    stations = ["shanghai", "nanjing", "suzhou", "beijing"]
+    lines = []
+    for _ in range(count):
+        ids = f"TraceID: {rng.getrandbits(128):032x} SpanID: {rng.getrandbits(64):016x}"
+        kind = rng.randrange(4)
+        if kind == 0:
+            tickets = ", ".join(f"Ticket(seatNo={rng.randrange(10**9)}, startStation={rng.choice(stations)}, "
+                                f"destStation={rng.choice(stations)})" for _ in range(rng.randrange(1, 25)))
+            lines.append(f"s.s.SeatServiceImpl#166 {ids} [getLeftTicket][result is <200,Response(status=1, "
+                         f"data=LeftTicketInfo{{soldTickets=[{tickets}]}}),[vary:\"Origin\", x-frame:\"DENY\"]>]")
+        elif kind == 1:
+            lines.append(f"o.c.OrderController#{rng.choice([39, 108])} {ids} [modifyOrder][OrderId: {_uuid(rng)}]")
+        elif kind == 2:
+            lines.append(f"t.s.TravelServiceImpl#372 {ids} [getTickets][calculate time: {rng.randrange(500)} "
+                         f"time: Sat May 04 12:{rng.randrange(60):02d}:52 CST 2013]")
+        else:
+            lines.append(f"f.m.s.BasicServiceImpl#89 {ids} [queryForTravel][indexStart: {rng.randrange(3)} "
+                         f"indexEnd: {rng.randrange(9)} train G{rng.randrange(1000, 9999)}]")
+    return lines
+
+
+@pytest.mark.parametrize("options", [{}, {"max_clusters": 8}, {"cache_size": 5}])
+@pytest.mark.parametrize("system", ["HDFS", "Zookeeper", "Hadoop", "java"])
+def test_cached_and_uncached_parsing_assign_the_same_templates(system: str, options: dict) -> None:
+    messages = _java_lines(300, seed=7) if system == "java" else _loghub(system)[0]
+    messages = messages + messages[::-3]  # repeats, in another order
+    cached, plain = LogParserConfig(**options), LogParserConfig(**{**options, "cache_size": 0})
+    assert LogParser(config=cached).parse(messages) == LogParser(config=plain).parse(messages)
+    streaming, plain_streaming = LogParser(config=cached), LogParser(config=plain)
+    assert [streaming.add(line) for line in messages] == [plain_streaming.add(line) for line in messages]
+    assert streaming.templates == plain_streaming.templates
+    assert [streaming.match(line) for line in messages[:50]] == [plain_streaming.match(line) for line in messages[:50]]
+
+
+def test_a_template_created_later_can_take_a_message_from_its_old_template() -> None:
+    # The third line fits the first template with 7 of 10 tokens; the fourth, too far from it,
+    # makes a template that shares 8 with the third. Drain then puts the third line's repeat
+    # there: the parser must not answer it from memory.
+    base = "svc alpha beta gamma delta eps zeta"
+    lines = [f"{base} eta theta iota", f"{base} xx yy zz", f"{base} p q r",
+             "svc alpha beta gamma delta kappa lambda p q r", f"{base} p q r"]
+    cached, plain = LogParser(), LogParser(config=LogParserConfig(cache_size=0))
+    ids = [cached.add(line).template_id for line in lines]
+    assert ids == [plain.add(line).template_id for line in lines]
+    assert ids[2] != ids[4] == ids[3]
+
+
+def test_cache_size_must_not_be_negative() -> None:
+    with pytest.raises(FlipmoeInputError, match="cache_size"):
+        LogParserConfig(cache_size=-1)
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -296,6 +448,16 @@ def test_without_any_reference_the_error_templates_are_listed() -> None:
     assert {f.kind for f in report.findings} == {"error_template"}
     assert {(f.service, f.pod) for f in report.findings} == {("cart", None), ("cart", "cart-2")}
     assert report.service_scores["cart"] > report.service_scores["front"] == 0.0
+
+
+def test_the_analysis_is_the_same_without_the_caches() -> None:
+    baseline = _normal_minutes(START - pd.Timedelta(hours=1), 10)
+    alert = START + pd.Timedelta(minutes=4)
+    window = _normal_minutes(START, 10, cache=False) + _errors(alert, 20)
+    plain = LogToolkitConfig(parser=LogParserConfig(cache_size=0))
+    for incident in (_incident(window, baseline=baseline), _incident(window, alert=alert)):
+        report = analyse_logs(incident)
+        assert report.findings and report == analyse_logs(incident, config=plain)
 
 
 def test_no_logs_gives_an_empty_report_with_a_reason() -> None:

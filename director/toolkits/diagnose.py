@@ -1,21 +1,37 @@
 """Fault-type diagnosis: which kind of fault explains the evidence around the top suspect.
 
 The evidence is read into named features in [0, 1] — which resource metrics of the suspect moved
-and how, its exclusive latency and error origins in traces, the failure classes its logs and events
-mention (out of memory, DNS, TLS, ...), what its callers' logs say, whether it is a database or a
-cache, whether the whole node is sick — and every fault type of the taxonomy scores a weighted sum
-of the features that its mechanism produces, minus those it rules out. The weights are an SRE's
-rules of thumb written down, not fitted to any data set, so types that the real data never shows
-are diagnosed by the same reasoning as those it does; each diagnosis lists the features behind it.
+and how, its exclusive latency, error origins and vanished calls in traces, the failure classes its
+logs and events mention (out of memory, DNS, TLS, ...), what its callers' logs and traces say,
+whether it is a database or a cache, whether the whole node is sick — plus, as `any_*`, the
+strongest sign of each mechanism anywhere in the incident, which still names the fault type when
+localisation picked a neighbour of the root cause. The names are semantic, never one system's
+metric names or log strings, so the same vector is read on any system.
+
+Two scorers read the vector:
+- a multinomial logistic regression (`DiagnosisModel`) fitted on chaos-gym incidents of several
+  systems by `director.toolkits.train_diagnosis` (`flipmoe train diagnosis`) and shipped as
+  `diagnosis_model.json`; inference is plain numpy, so the analysis path needs no scikit-learn;
+- hand-written prototypes, an SRE's rules of thumb per fault type, not fitted to any data.
+With the model present the two are pooled log-linearly, `log p_model + prior_weight * log p_prototypes`
+(the weight is chosen by cross-validation at training time); without it the prototypes decide alone.
+Each diagnosis lists the features that pushed the winner.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from director.toolkits.events import EventReport
 from director.toolkits.findings import MetricPattern
@@ -23,9 +39,43 @@ from director.toolkits.localize import RootCause
 from director.toolkits.logs import LogReport
 from director.toolkits.metrics import MetricReport
 from director.toolkits.traces import TraceReport
-from director.toolkits.vocabulary import metric_category, text_classes
+from director.toolkits.vocabulary import TEXT_CLASSES, metric_category, text_classes
 from flipmoe.telemetry.incident import Topology
 from flipmoe.telemetry.taxonomy import FAULT_TYPES
+
+log = logging.getLogger(__name__)
+
+MODEL_PATH = Path(__file__).with_name("diagnosis_model.json")
+"""The shipped learned model (written by `flipmoe train diagnosis`)."""
+
+_RESOURCES = ("cpu", "memory", "disk", "network")
+# What one service's own evidence says (read for the suspect, its callers and every service).
+_SERVICE_METRIC_FEATURES = (
+    *(f"m_{c}" for c in (*_RESOURCES, "latency", "errors", "saturation", "restarts")),
+    "m_cpu_throttled", "m_cpu_pressure", "m_memory_rising", "m_network_loss", "m_resource_down", "m_traffic_up",
+    "m_traffic_down", "m_missing", "m_cache", *(f"m_node_{c}" for c in _RESOURCES),
+)
+_SERVICE_TRACE_FEATURES = ("t_self", "t_errors", "t_in_missing", "t_out_missing", "t_added_calls")
+_SERVICE_LOG_FEATURES = (*(f"l_{c}" for c in TEXT_CLASSES), "l_error", "l_quiet")
+_EVENT_FEATURES = tuple(f"e_{c}" for c in TEXT_CLASSES)
+# Callers show what the suspect does to them (timeouts, TLS or DNS errors, retries).
+_CALLER_VIEW = ("t_self", "t_errors", *(f"l_{c}" for c in TEXT_CLASSES), "l_error")
+# The strongest sign of a mechanism anywhere in the incident: it still names the fault type when
+# localisation picked a neighbour of the root cause. Symptoms that spread everywhere (latency,
+# error rates, ERROR lines) are left out; they say nothing about the mechanism.
+_INCIDENT_VIEW = (
+    *(f"m_{c}" for c in (*_RESOURCES, "saturation", "restarts")), "m_cpu_throttled", "m_cpu_pressure",
+    "m_memory_rising", "m_network_loss", "m_resource_down", "m_missing", "m_cache",
+    *(f"m_node_{c}" for c in _RESOURCES),
+    "t_self", "t_errors", "t_in_missing", "t_out_missing", "t_added_calls",
+    *(f"l_{c}" for c in TEXT_CLASSES), *_EVENT_FEATURES,
+)
+FEATURE_NAMES: tuple[str, ...] = (
+    *_SERVICE_METRIC_FEATURES, "node_wide", *_SERVICE_TRACE_FEATURES, *_SERVICE_LOG_FEATURES, *_EVENT_FEATURES,
+    "e_config_change", "is_database", "is_cache",
+    *(f"callers_{name}" for name in _CALLER_VIEW), *(f"any_{name}" for name in _INCIDENT_VIEW),
+)
+"""The fixed feature vector, in the order the learned model reads it."""
 
 # fault type -> {feature: weight}. Negative weights are evidence against the type.
 _PROTOTYPES: dict[str, dict[str, float]] = {
@@ -51,22 +101,119 @@ _PROTOTYPES: dict[str, dict[str, float]] = {
     "retry_storm": {"l_retry": 0.6, "l_timeout": 0.3, "m_traffic_up": 0.4, "callers_l_retry": 0.3},
 }
 assert set(_PROTOTYPES) == set(FAULT_TYPES), "every fault type of the taxonomy needs a prototype"
+assert all(f in FEATURE_NAMES for proto in _PROTOTYPES.values() for f in proto), "prototypes use known features"
+_PROTOTYPE_TEMPERATURE = 0.2
+"""Prototype scores are sums of weights x features in [0, 1]; 0.2 apart is a clear preference."""
 
 _DATABASE_NAME = re.compile(r"(^|[-_.])(db|database|mysql|postgres\w*|mongo\w*|mariadb|cassandra|sql)([-_.]|$)")
 _CACHE_NAME = re.compile(r"(^|[-_.])(cache|redis|memcache\w*|valkey)([-_.]|$)")
+# Metric names that measure the host, not the container ('nodejs_*' is a runtime, not a node).
+_NODE_METRIC = re.compile(r"(?<![a-z])(node|host|instance:)(?!js)", re.IGNORECASE)
+# Aspects of a resource that a category alone does not tell apart (cAdvisor / PSI / TCP vocabulary).
+# CFS throttling means a container hit its own quota; pressure (PSI), steal and run-queue waits mean
+# it waited for a CPU someone else held.
+_CPU_THROTTLED = re.compile(r"throttl", re.IGNORECASE)
+_CPU_PRESSURE = re.compile(r"pressure|steal|wait|run ?queue", re.IGNORECASE)
+_NETWORK_LOSS = re.compile(r"drop|retrans|loss|discard", re.IGNORECASE)
+_CACHE_METRIC = re.compile(r"cache|hit ?(ratio|rate)|evict|keyspace", re.IGNORECASE)
+_UP_PATTERNS = (MetricPattern.SPIKE, MetricPattern.LEVEL_SHIFT_UP, MetricPattern.TREND_UP)
+_DOWN_PATTERNS = (MetricPattern.DIP, MetricPattern.LEVEL_SHIFT_DOWN, MetricPattern.TREND_DOWN,
+                  MetricPattern.DROP_TO_ZERO)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Diagnosis:
     fault_type: str
     confidence: float
-    """Softmax share of the winning type's score; low values mean the evidence is ambiguous."""
+    """Probability of the winning type; low values mean the evidence is ambiguous."""
     scores: Mapping[str, float]
-    """Every fault type's score, highest first."""
+    """Every fault type's probability, highest first."""
     features: Mapping[str, float]
     """The non-zero features read from the evidence."""
     reasons: tuple[str, ...]
     """The features that contributed most to the winner, in words."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiagnosisModel:
+    """A multinomial logistic regression over `feature_names`, pooled with the prototypes."""
+
+    classes: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    coef_KF: np.ndarray
+    """(K classes, F features) weights."""
+    intercept_K: np.ndarray
+    prior_weight: float = 0.0
+    """Weight of the prototypes' log-probabilities added to the model's (0: the model alone)."""
+    card: Mapping[str, Any] = field(default_factory=dict)
+    """How the model was trained and how well it did (data, seeds, cross-validation)."""
+
+    def __post_init__(self) -> None:
+        k, f = len(self.classes), len(self.feature_names)
+        if self.coef_KF.shape != (k, f) or self.intercept_K.shape != (k,):
+            raise ValueError(f"weights of shape {self.coef_KF.shape} and {self.intercept_K.shape} "
+                             f"do not fit {k} classes x {f} features")
+        unknown = set(self.classes) - set(FAULT_TYPES)
+        if unknown:
+            raise ValueError(f"classes not in the taxonomy: {', '.join(sorted(unknown))}")
+
+    def vector(self, features: Mapping[str, float]) -> np.ndarray:
+        """(F,) the model's input; features it was not trained on are ignored."""
+        return np.array([features.get(name, 0.0) for name in self.feature_names], dtype=float)
+
+    def logits(self, features: Mapping[str, float]) -> np.ndarray:
+        """(K,) unnormalised log-probabilities of the model alone."""
+        return self.coef_KF @ self.vector(features) + self.intercept_K
+
+    def contributions(self, features: Mapping[str, float], fault_type: str) -> list[tuple[str, float]]:
+        """(feature, weight x value) for `fault_type`, most positive first, zero terms left out."""
+        x_F = self.vector(features)
+        terms_F = self.coef_KF[self.classes.index(fault_type)] * x_F
+        order = np.argsort(-terms_F, kind="stable")
+        return [(self.feature_names[i], float(terms_F[i])) for i in order if x_F[i] != 0.0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": "flipmoe-diagnosis-logreg/1", "classes": list(self.classes),
+                "feature_names": list(self.feature_names),
+                "coef": [[round(float(w), 6) for w in row] for row in self.coef_KF],
+                "intercept": [round(float(b), 6) for b in self.intercept_K],
+                "prior_weight": self.prior_weight, "card": dict(self.card)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DiagnosisModel:
+        return cls(classes=tuple(data["classes"]), feature_names=tuple(data["feature_names"]),
+                   coef_KF=np.asarray(data["coef"], dtype=float),
+                   intercept_K=np.asarray(data["intercept"], dtype=float),
+                   prior_weight=float(data.get("prior_weight", 0.0)), card=data.get("card", {}))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        return path
+
+
+def load_model(path: str | Path = MODEL_PATH) -> DiagnosisModel | None:
+    """The learned model at `path`, or None when there is none (diagnosis then uses the prototypes).
+
+    A file that cannot be read is logged and treated as absent: a broken model must not stop an RCA.
+    """
+    path = Path(path)
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _load_model(str(path), stamp)
+
+
+@lru_cache(maxsize=8)
+def _load_model(path: str, stamp: int) -> DiagnosisModel | None:
+    try:
+        return DiagnosisModel.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("diagnosis model %s is unusable (%s); diagnosing with the prototypes — "
+                    "run 'flipmoe train diagnosis' to rebuild it", path, err)
+        return None
 
 
 def diagnose(
@@ -78,69 +225,163 @@ def diagnose(
     events: EventReport | None = None,
     topology: Topology | None = None,
     callers: Sequence[str] = (),
+    model_path: str | Path = MODEL_PATH,
 ) -> Diagnosis | None:
     """The most likely fault type at `suspect`, or None without a suspect."""
     if suspect is None:
         return None
-    features: dict[str, float] = defaultdict(float)
-    _metric_features(features, suspect, metrics)
-    _trace_features(features, suspect.service, traces)
-    _log_features(features, suspect.service, callers, logs)
-    _event_features(features, suspect, events)
-    _kind_features(features, suspect.service, topology)
-    scores = {name: sum(w * features.get(f, 0.0) for f, w in proto.items()) for name, proto in _PROTOTYPES.items()}
-    ranked = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
-    winner = next(iter(ranked))
-    temperature = 0.2
-    exp = {k: math.exp((v - ranked[winner]) / temperature) for k, v in ranked.items()}
-    confidence = exp[winner] / sum(exp.values())
-    contributions = sorted(((w * features.get(f, 0.0), f) for f, w in _PROTOTYPES[winner].items()), reverse=True)
-    reasons = tuple(f"{f}={features[f]:.2f}" for c, f in contributions if c > 0)[:4]
-    return Diagnosis(fault_type=winner, confidence=confidence, scores=ranked,
+    features = diagnosis_features(suspect, metrics=metrics, traces=traces, logs=logs, events=events,
+                                  topology=topology, callers=callers)
+    return classify(features, load_model(model_path))
+
+
+def classify(features: Mapping[str, float], model: DiagnosisModel | None) -> Diagnosis:
+    """Score a feature dict: the model pooled with the prototypes, or the prototypes alone (model None)."""
+    prior = prototype_log_probabilities(features)
+    if model is None:
+        classes, log_p = tuple(prior), np.array(list(prior.values()))
+    else:
+        classes = model.classes
+        log_p = _log_softmax(model.logits(features)
+                             + model.prior_weight * np.array([prior[name] for name in classes]))
+    p_K = np.exp(log_p)
+    order = np.argsort(-p_K, kind="stable")
+    winner = classes[order[0]]
+    if model is None:
+        terms = sorted(((w * features.get(f, 0.0), f) for f, w in _PROTOTYPES[winner].items()), reverse=True)
+        reasons = tuple(f"{f}={features[f]:.2f}" for c, f in terms if c > 0)[:4]
+    else:
+        reasons = tuple(f"{f}={features[f]:.2f} (+{c:.2f})"
+                        for f, c in model.contributions(features, winner) if c > 0)[:4]
+    return Diagnosis(fault_type=winner, confidence=float(p_K[order[0]]),
+                     scores={classes[i]: round(float(p_K[i]), 4) for i in order},
                      features={k: round(v, 3) for k, v in features.items() if v}, reasons=reasons)
 
 
+def prototype_log_probabilities(features: Mapping[str, float]) -> dict[str, float]:
+    """Every fault type's log-probability under the prototypes, in taxonomy order."""
+    scores_K = np.array([sum(w * features.get(f, 0.0) for f, w in _PROTOTYPES[name].items()) for name in FAULT_TYPES])
+    return dict(zip(FAULT_TYPES, _log_softmax(scores_K / _PROTOTYPE_TEMPERATURE).tolist(), strict=True))
+
+
+def _log_softmax(z_K: np.ndarray) -> np.ndarray:
+    shifted = z_K - z_K.max()
+    return shifted - math.log(float(np.exp(shifted).sum()))
+
+
+def diagnosis_features(
+    suspect: RootCause,
+    *,
+    metrics: MetricReport | None = None,
+    traces: TraceReport | None = None,
+    logs: LogReport | None = None,
+    events: EventReport | None = None,
+    topology: Topology | None = None,
+    callers: Sequence[str] = (),
+) -> dict[str, float]:
+    """The named features in [0, 1] read from the evidence around `suspect` (absent ones are 0)."""
+    evidence: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    _metric_evidence(evidence, metrics)
+    _trace_evidence(evidence, traces)
+    _log_evidence(evidence, logs)
+    features: dict[str, float] = defaultdict(float)
+    for name, value in evidence.get(suspect.service, {}).items():
+        _raise(features, name, value)
+    for caller in set(callers) - {suspect.service}:
+        for name in _CALLER_VIEW:
+            _raise(features, f"callers_{name}", evidence.get(caller, {}).get(name, 0.0))
+    for service_evidence in evidence.values():
+        for name in _INCIDENT_VIEW:
+            _raise(features, f"any_{name}", service_evidence.get(name, 0.0))
+    _node_features(features, suspect, metrics)
+    _event_features(features, suspect, events)
+    _kind_features(features, suspect.service, topology)
+    return {name: value for name, value in features.items() if value}
+
+
+Evidence = dict[str, dict[str, float]]
+"""service -> {feature: value}: what each service's own telemetry says."""
+
+
 def _raise(features: dict[str, float], name: str, value: float) -> None:
+    assert name in _KNOWN, f"unknown diagnosis feature {name}"
     features[name] = max(features[name], min(max(value, 0.0), 1.0))
 
 
-def _metric_features(features: dict[str, float], suspect: RootCause, report: MetricReport | None) -> None:
+_KNOWN = frozenset(FEATURE_NAMES)
+
+
+def _squash(z: float) -> float:
+    """A z-like score in [0, inf) -> [0, 1): 3 (the usual detection threshold) maps to one half."""
+    return z / (z + 3.0) if z > 0 else 0.0
+
+
+def _metric_evidence(evidence: Evidence, report: MetricReport | None) -> None:
     if report is None:
         return
-    node_services: set[str] = set()
     for anomaly in report.anomalies:
-        strength = anomaly.score / (anomaly.score + 3.0)
+        features = evidence[anomaly.service]
+        strength = _squash(anomaly.score)
         category = metric_category(anomaly.metric)
-        same_node = suspect.node is not None and anomaly.node == suspect.node
-        if same_node and anomaly.service != suspect.service and category in ("cpu", "memory", "errors", "latency"):
-            node_services.add(anomaly.service)
-        if anomaly.service != suspect.service:
-            continue
-        if "node" in anomaly.metric.lower() and category == "cpu":
-            _raise(features, "m_node_cpu", strength)
-            continue
-        upward = (anomaly.relative_change or 0.0) > 0 or anomaly.pattern in (
-            MetricPattern.SPIKE, MetricPattern.LEVEL_SHIFT_UP, MetricPattern.TREND_UP)
-        if category in ("cpu", "memory", "disk", "network", "latency", "errors", "saturation", "restarts"):
-            if upward or category in ("errors", "network"):
-                _raise(features, f"m_{category}", strength)
-        if category == "memory" and anomaly.pattern in (MetricPattern.TREND_UP, MetricPattern.LEVEL_SHIFT_UP):
-            _raise(features, "m_memory_rising", strength)
-        if category == "traffic" and upward:
-            _raise(features, "m_traffic_up", strength)
         if anomaly.pattern in (MetricPattern.MISSING_DATA, MetricPattern.DROP_TO_ZERO):
             _raise(features, "m_missing", strength)
-    if node_services:
-        _raise(features, "node_wide", len(node_services) / (len(node_services) + 2.0))
+            if anomaly.pattern is MetricPattern.MISSING_DATA:
+                continue  # a series that stopped says the pod is gone, not which way its resources went
+        change = anomaly.relative_change or 0.0
+        upward = change > 0 or anomaly.pattern in _UP_PATTERNS
+        downward = change < 0 or anomaly.pattern in _DOWN_PATTERNS
+        if _NODE_METRIC.search(anomaly.metric) and category in _RESOURCES:
+            if upward:
+                _raise(features, f"m_node_{category}", strength)
+            continue
+        if category == "cpu" and (_CPU_THROTTLED.search(anomaly.metric) or _CPU_PRESSURE.search(anomaly.metric)):
+            if upward:
+                _raise(features, "m_cpu_throttled" if _CPU_THROTTLED.search(anomaly.metric) else "m_cpu_pressure",
+                       strength)
+        elif category in (*_RESOURCES, "latency", "errors", "saturation", "restarts"):
+            # Error metrics count either way: a success rate falls when errors rise.
+            if upward or category == "errors":
+                _raise(features, f"m_{category}", strength)
+            elif downward and category in _RESOURCES:
+                _raise(features, "m_resource_down", strength)
+        if category == "memory" and anomaly.pattern in (MetricPattern.TREND_UP, MetricPattern.LEVEL_SHIFT_UP):
+            _raise(features, "m_memory_rising", strength)
+        if category == "network" and upward and _NETWORK_LOSS.search(anomaly.metric):
+            _raise(features, "m_network_loss", strength)
+        if _CACHE_METRIC.search(anomaly.metric):
+            _raise(features, "m_cache", strength)
+        if category == "traffic" and (upward or downward):
+            _raise(features, "m_traffic_up" if upward else "m_traffic_down", strength)
 
 
-def _trace_features(features: dict[str, float], service: str, report: TraceReport | None) -> None:
+def _node_features(features: dict[str, float], suspect: RootCause, report: MetricReport | None) -> None:
+    """How many other services on the suspect's node are sick too (a node-level cause)."""
+    if report is None or suspect.node is None:
+        return
+    sick = {a.service for a in report.anomalies
+            if a.node == suspect.node and a.service != suspect.service
+            and metric_category(a.metric) in ("cpu", "memory", "errors", "latency")}
+    if sick:
+        _raise(features, "node_wide", len(sick) / (len(sick) + 2.0))
+
+
+def _trace_evidence(evidence: Evidence, report: TraceReport | None) -> None:
     if report is None:
         return
     for summary in report.services:
-        if summary.service == service:
-            _raise(features, "t_self", summary.latency_score / (summary.latency_score + 3.0))
-            _raise(features, "t_errors", summary.error_score / (summary.error_score + 3.0))
+        _raise(evidence[summary.service], "t_self", _squash(summary.latency_score))
+        _raise(evidence[summary.service], "t_errors", _squash(summary.error_score))
+    for anomaly in report.anomalies:
+        caller = (anomaly.caller or "").partition(":")[0]
+        if anomaly.kind == "added_call":
+            for service in {anomaly.service, caller} - {""}:
+                _raise(evidence[service], "t_added_calls", _squash(anomaly.score))
+        elif anomaly.kind == "missing_call":
+            # Calls to a service that stopped: it is unreachable; calls from it that stopped: it
+            # fails before calling out (no DNS, bad config).
+            _raise(evidence[anomaly.service], "t_in_missing", _squash(anomaly.score))
+            if caller:
+                _raise(evidence[caller], "t_out_missing", _squash(anomaly.score))
 
 
 def _classes(texts: Iterable[str]) -> set[str]:
@@ -150,19 +391,18 @@ def _classes(texts: Iterable[str]) -> set[str]:
     return found
 
 
-def _log_features(features: dict[str, float], service: str, callers: Sequence[str], report: LogReport | None) -> None:
+def _log_evidence(evidence: Evidence, report: LogReport | None) -> None:
     if report is None:
         return
-    caller_set = set(callers)
     for finding in report.findings:
-        if finding.kind == "disappeared_template":
+        features = evidence[finding.service]
+        if finding.kind == "disappeared_template" or (finding.kind == "frequency_shift" and finding.z < 0):
+            _raise(features, "l_quiet", finding.score)
             continue
-        classes = _classes([finding.evidence.template, finding.evidence.example])
-        prefix = "l_" if finding.service == service else "callers_l_" if finding.service in caller_set else None
-        if prefix is None:
-            continue
-        for name in classes:
-            _raise(features, prefix + name, finding.score)
+        if finding.level in ("ERROR", "FATAL"):
+            _raise(features, "l_error", finding.score)
+        for name in _classes([finding.evidence.template, finding.evidence.example]):
+            _raise(features, f"l_{name}", finding.score)
 
 
 def _event_features(features: dict[str, float], suspect: RootCause, report: EventReport | None) -> None:
@@ -171,14 +411,15 @@ def _event_features(features: dict[str, float], suspect: RootCause, report: Even
     for finding in report.findings:
         about_suspect = (finding.service == suspect.service or (finding.pod and finding.pod == suspect.pod)
                          or (finding.node and finding.node == suspect.node and not finding.service))
-        if not about_suspect:
-            continue
         if finding.is_change:
-            kind = "e_config_change" if "config" in finding.kind.lower() else "e_deploy"
-            _raise(features, kind, 1.0)
+            # Innocent deploys and config changes happen during incidents too: only the suspect's count.
+            if about_suspect:
+                _raise(features, "e_config_change" if "config" in finding.kind.lower() else "e_deploy", 1.0)
             continue
         for name in finding.classes | _reason_classes(finding.reason):
-            _raise(features, f"e_{name}", finding.strength)
+            _raise(features, f"any_e_{name}", finding.strength)
+            if about_suspect:
+                _raise(features, f"e_{name}", finding.strength)
 
 
 def _reason_classes(reason: str) -> set[str]:

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "flipmoe.cli._incident",
     "flipmoe.cli._logs",
     "flipmoe.cli._rca",
+    "flipmoe.cli._train",
     "flipmoe.cli._version",
 )
 

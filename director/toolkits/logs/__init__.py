@@ -11,7 +11,7 @@ from director.toolkits.logs.compare import (
     template_counts,
     with_templates,
 )
-from director.toolkits.logs.masking import MASK_RULES, Masker, MaskRule
+from director.toolkits.logs.masking import MASK_RULES, MaskCache, Masker, MaskRule
 from director.toolkits.logs.mining import LogParser, LogParserConfig, ParsedLine
 from director.toolkits.logs.scoring import grouping_accuracy, parsing_accuracy
 
@@ -24,6 +24,7 @@ __all__ = [
     "LogParserConfig",
     "LogReport",
     "LogToolkitConfig",
+    "MaskCache",
     "MaskRule",
     "Masker",
     "ParsedLine",

@@ -34,9 +34,10 @@ service's reference pods (a restarted pod has a new name).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 
@@ -163,6 +164,72 @@ class LogReport:
     """Anomaly score in [0, 1] of every pod with lines in the window."""
 
 
+class _Lines:
+    """One side's lines, with the columns that are counted and matched as lists (missing: None).
+
+    Counting and selecting on these is what the comparison does over and over; it is much cheaper
+    than pandas group-bys and merges on a few thousand lines.
+    """
+
+    def __init__(self, frame: pd.DataFrame, columns: tuple[list, ...] | None = None) -> None:
+        self.frame = frame
+        self.service, self.pod, self.level, self.template = columns or (
+            _values(frame["service"]), _values(frame["pod"]), _values(frame["level"]),
+            [int(template_id) for template_id in frame["template_id"]])
+        self._keys: dict[tuple[Scope, bool], list[tuple | None]] = {}
+        self._counts: dict[tuple[Scope, bool], Counter[tuple]] = {}
+        self._positions: dict[tuple[Scope, bool], dict[tuple, list[int]]] = {}
+
+    def with_levels(self, levels: Sequence[str]) -> _Lines:
+        """The lines at one of `levels`."""
+        positions = [position for position, level in enumerate(self.level) if level in levels]
+        columns = tuple([column[position] for position in positions]
+                        for column in (self.service, self.pod, self.level, self.template))
+        return _Lines(self.frame.iloc[positions], columns)
+
+    def keys(self, scope: Scope, *, by_template: bool) -> list[tuple | None]:
+        """Each line's key: (service[, pod][, template id]); None when a part is missing."""
+        keys = self._keys.get((scope, by_template))
+        if keys is not None:
+            return keys
+        if scope == "service":
+            keys = [None if service is None else (service,) for service in self.service]
+        else:
+            keys = [None if service is None or pod is None else (service, pod)
+                    for service, pod in zip(self.service, self.pod, strict=True)]
+        if by_template:
+            keys = [None if key is None else (*key, template)
+                    for key, template in zip(keys, self.template, strict=True)]
+        self._keys[(scope, by_template)] = keys
+        return keys
+
+    def count(self, scope: Scope, *, by_template: bool) -> Counter[tuple]:
+        """Lines per key, keys in order of first appearance."""
+        counts = self._counts.get((scope, by_template))
+        if counts is None:
+            counts = Counter(key for key in self.keys(scope, by_template=by_template) if key is not None)
+            self._counts[(scope, by_template)] = counts
+        return counts
+
+    def select(self, scope: Scope, group: Sequence[str], template_id: int | None = None) -> pd.DataFrame:
+        """The lines of `group` (service or service and pod), of one template if given."""
+        by_template = template_id is not None
+        positions = self._positions.get((scope, by_template))
+        if positions is None:
+            positions = {}
+            for position, key in enumerate(self.keys(scope, by_template=by_template)):
+                if key is not None:
+                    positions.setdefault(key, []).append(position)
+            self._positions[(scope, by_template)] = positions
+        key = (*group, template_id) if by_template else tuple(group)
+        return self.frame.iloc[positions.get(key, [])]
+
+
+def _values(column: pd.Series) -> list:
+    return [None if missing else value for value, missing in zip(column.tolist(), column.isna().tolist(),
+                                                                 strict=True)]
+
+
 @dataclass(frozen=True)
 class _Split:
     reference: ReferenceKind
@@ -173,6 +240,13 @@ class _Split:
     note: str
     levels: Mapping[int, str] = field(default_factory=dict)
     """Template id -> its most frequent level."""
+    before_lines: _Lines | None = None
+    during_lines: _Lines | None = None
+
+    @property
+    def sides(self) -> tuple[_Lines, _Lines]:
+        assert self.before_lines is not None and self.during_lines is not None
+        return self.before_lines, self.during_lines
 
 
 @dataclass(frozen=True)
@@ -185,12 +259,12 @@ class _Change:
     fold: float
 
     @classmethod
-    def of(cls, row: Any, split: _Split) -> _Change:
-        """From a `_compared_counts` row: the key's counts `b`, `d` and its group's totals `B`, `D`."""
-        b, d = float(row.b), float(row.d)
+    def of(cls, b: float, d: float, group_before: float, group_during: float, split: _Split) -> _Change:
+        """From a key's counts `b`, `d` and its group's totals `B`, `D`."""
+        b, d = float(b), float(d)
         # Share of the group's lines when the group logged on both sides, else lines per minute.
-        scale_before, scale_during = (row.B, row.D) if row.B > 0 and row.D > 0 else \
-            (split.minutes_before, split.minutes_during)
+        scale_before, scale_during = (group_before, group_during) if group_before > 0 and group_during > 0 \
+            else (split.minutes_before, split.minutes_during)
         total, p = b + d, scale_during / (scale_before + scale_during)
         z = (d - total * p) / math.sqrt(total * p * (1 - p)) if total else 0.0
         fold = ((d + _PSEUDO_COUNT) / scale_during) / ((b + _PSEUDO_COUNT) / scale_before)
@@ -241,14 +315,16 @@ def analyse_logs(incident: Incident, *, config: LogToolkitConfig | None = None) 
     parser = LogParser(config=config.parser)
     labelled = with_templates(pd.concat([split.before, split.during], ignore_index=True), parser)
     cut = len(split.before)
-    split = replace(split, before=labelled.iloc[:cut], during=labelled.iloc[cut:],
-                    levels=_template_levels(labelled))
+    before, during = labelled.iloc[:cut], labelled.iloc[cut:]
+    split = replace(split, before=before, during=during, before_lines=_Lines(before),
+                    during_lines=_Lines(during), levels=_template_levels(labelled))
     findings = []
     for scope in _SCOPES:
         if split.reference == "none":
             findings += _error_templates(split, scope, config)
         else:
-            findings += _template_changes(split, scope, config) + _level_surges(split, scope, config)
+            totals = _totals(split, scope)
+            findings += _template_changes(split, scope, config, totals) + _level_surges(split, scope, config, totals)
     findings.sort(key=lambda f: (-f.score, f.service, f.pod or "", f.kind))
     before, during = split.before, split.during
     services = sorted(set(before["service"].dropna()) | set(during["service"].dropna()))
@@ -290,20 +366,21 @@ def _minutes(delta: pd.Timedelta) -> float:
     return max(delta / pd.Timedelta(minutes=1), 1e-3)
 
 
-def _template_changes(split: _Split, scope: Scope, config: LogToolkitConfig) -> list[LogFinding]:
+def _template_changes(split: _Split, scope: Scope, config: LogToolkitConfig,
+                      totals: Mapping[tuple, tuple[float, int]]) -> list[LogFinding]:
     findings = []
-    table = _with_totals(_compared_counts(split.before, split.during, scope, by_template=True), split, scope)
-    for row in table.itertuples(index=False):
-        group, change = _row_group(row, scope), _Change.of(row, split)
-        template_id = int(row.template_id)
+    before, during = split.sides
+    for key, b, d in _compared_counts(before, during, scope, by_template=True):
+        *group, template_id = key
+        change = _Change.of(b, d, *totals.get(tuple(group), (0, 0)), split)
         level = split.levels.get(template_id, "UNKNOWN")
         kind = _template_kind(change, level, config)
         if kind is None:
             continue
-        source = split.during if change.during > 0 else split.before
-        lines = _select(source, scope, group, template_id=template_id)
+        source = during if change.during > 0 else before
+        lines = source.select(scope, group, template_id=template_id)
         if lines.empty:  # a pod new since the reference, compared with its service's lines there
-            lines = _select(source, "service", group, template_id=template_id)
+            lines = source.select("service", group[:1], template_id=template_id)
         findings.append(_finding(kind, group, level, change, split, template_id=template_id, lines=lines,
                                  config=config))
     return findings
@@ -318,91 +395,74 @@ def _template_kind(change: _Change, level: str, config: LogToolkitConfig) -> Fin
     return "frequency_shift" if abs(change.z) >= config.min_z and moved else None
 
 
-def _level_surges(split: _Split, scope: Scope, config: LogToolkitConfig) -> list[LogFinding]:
+def _level_surges(split: _Split, scope: Scope, config: LogToolkitConfig,
+                  totals: Mapping[tuple, tuple[float, int]]) -> list[LogFinding]:
     findings = []
     for label, levels in _SURGE_GROUPS.items():
-        before = split.before[split.before["level"].isin(levels)]
-        during = split.during[split.during["level"].isin(levels)]
-        table = _with_totals(_compared_counts(before, during, scope, by_template=False), split, scope)
-        for row in table.itertuples(index=False):
-            group, change = _row_group(row, scope), _Change.of(row, split)
+        before, during = (side.with_levels(levels) for side in split.sides)
+        for group, b, d in _compared_counts(before, during, scope, by_template=False):
+            change = _Change.of(b, d, *totals.get(group, (0, 0)), split)
             if change.z >= config.min_z and change.fold >= config.min_fold:
                 findings.append(_finding("level_surge", group, label, change, split, template_id=None,
-                                         lines=_select(during, scope, group), config=config))
+                                         lines=during.select(scope, group), config=config))
     return findings
 
 
 def _error_templates(split: _Split, scope: Scope, config: LogToolkitConfig) -> list[LogFinding]:
-    serious = split.during[split.during["level"].isin(_SERIOUS_LEVELS)]
+    serious = split.sides[1].with_levels(_SERIOUS_LEVELS)
     findings = []
-    for row in _count(serious, _keys(scope, by_template=True)).itertuples(index=False):
-        group, template_id = _row_group(row, scope), int(row.template_id)
-        change = _Change(before=0.0, during=float(row.count), z=math.sqrt(row.count), fold=math.nan)
-        lines = _select(serious, scope, group, template_id=template_id)
+    for (*group, template_id), count in serious.count(scope, by_template=True).items():
+        change = _Change(before=0.0, during=float(count), z=math.sqrt(count), fold=math.nan)
+        lines = serious.select(scope, group, template_id=template_id)
         findings.append(_finding("error_template", group, _main_level(lines), change, split,
                                  template_id=template_id, lines=lines, config=config))
     return findings
 
 
-def _keys(scope: Scope, *, by_template: bool) -> list[str]:
-    keys = ["service"] if scope == "service" else ["service", "pod"]
-    return keys + ["template_id"] if by_template else keys
-
-
-def _row_group(row: tuple, scope: Scope) -> list[str]:
-    return [row.service] if scope == "service" else [row.service, row.pod]  # type: ignore[attr-defined]
-
-
-def _count(lines: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    lines = lines[lines["pod"].notna()] if "pod" in keys else lines
-    return lines.groupby(keys, sort=False).size().rename("count").reset_index()
-
-
-def _compared_counts(before: pd.DataFrame, during: pd.DataFrame, scope: Scope, *,
-                     by_template: bool) -> pd.DataFrame:
-    """Counts before (`b`) and during (`d`) per key, for every key of either side.
+def _compared_counts(before: _Lines, during: _Lines, scope: Scope, *,
+                     by_template: bool) -> list[tuple[tuple, float, int]]:
+    """(key, count before `b`, count during `d`) for every key of either side, keys sorted.
 
     At pod scope only the window's pods are kept (the others count through their service), and a
     pod absent from the reference gets its service's reference count per reference pod.
     """
-    keys = _keys(scope, by_template=by_template)
-    reference = _count(before, keys)
+    reference: dict[tuple, float] = dict(before.count(scope, by_template=by_template))
     if scope == "pod":
-        per_pod = _count(before, _keys("service", by_template=by_template))
-        reference_pods = before[before["pod"].notna()].groupby("service")["pod"].nunique()
-        per_pod["count"] = per_pod["count"] / [max(int(reference_pods.get(service, 1)), 1)
-                                               for service in per_pod["service"]]
-        window_pods = during[["service", "pod"]].dropna().drop_duplicates()
-        new_pods = window_pods[~window_pods["pod"].isin(set(before["pod"].dropna()))]
-        reference = pd.concat([reference[reference["pod"].isin(set(window_pods["pod"]))],
-                               new_pods.merge(per_pod, on="service")], ignore_index=True)
-    table = reference.rename(columns={"count": "b"}).merge(
-        _count(during, keys).rename(columns={"count": "d"}), on=keys, how="outer")
-    return table.fillna({"b": 0.0, "d": 0.0})
+        per_service = before.count("service", by_template=by_template)
+        reference_pods: dict[str, set[str]] = {}
+        for service, pod in zip(before.service, before.pod, strict=True):
+            if service is not None and pod is not None:
+                reference_pods.setdefault(service, set()).add(pod)
+        window_pods = {(service, pod) for service, pod in zip(during.service, during.pod, strict=True)
+                       if service is not None and pod is not None}
+        window_pod_names = {pod for _, pod in window_pods}
+        known_pods = {pod for pod in before.pod if pod is not None}
+        reference = {key: count for key, count in reference.items() if key[1] in window_pod_names}
+        for service, pod in window_pods:
+            if pod in known_pods:
+                continue
+            share = max(len(reference_pods.get(service, ())), 1)
+            for (group_service, *rest), count in per_service.items():
+                if group_service == service:
+                    reference[(service, pod, *rest)] = count / share
+    counts = during.count(scope, by_template=by_template)
+    return [(key, reference.get(key, 0.0), counts.get(key, 0)) for key in sorted(reference.keys() | counts.keys())]
 
 
-def _with_totals(table: pd.DataFrame, split: _Split, scope: Scope) -> pd.DataFrame:
-    """`table` with the total lines `B` (before) and `D` (during) of each key's service or pod."""
-    totals = _compared_counts(split.before, split.during, scope, by_template=False)
-    totals = totals.rename(columns={"b": "B", "d": "D"})
-    return table.merge(totals, on=_keys(scope, by_template=False), how="left").fillna({"B": 0, "D": 0})
-
-
-def _select(lines: pd.DataFrame, scope: Scope, group: Sequence[str],
-            template_id: int | None = None) -> pd.DataFrame:
-    mask = lines["service"] == group[0]
-    if scope == "pod":
-        mask &= lines["pod"] == group[1]
-    if template_id is not None:
-        mask &= lines["template_id"] == template_id
-    return lines[mask.fillna(False).to_numpy(dtype=bool)]
+def _totals(split: _Split, scope: Scope) -> dict[tuple, tuple[float, int]]:
+    """Total lines before (`B`) and during (`D`) of each service or pod."""
+    return {group: (b, d) for group, b, d in _compared_counts(*split.sides, scope, by_template=False)}
 
 
 def _template_levels(lines: pd.DataFrame) -> dict[int, str]:
     # A template is one log statement, so in practice one level; ties go to the first seen.
-    counts = lines.groupby(["template_id", "level"], sort=False).size().rename("n").reset_index()
-    top = counts.sort_values("n", ascending=False, kind="stable").drop_duplicates("template_id")
-    return {int(t): str(level) for t, level in zip(top["template_id"], top["level"], strict=True)}
+    counts = Counter((int(template), level) for template, level in zip(lines["template_id"], _values(lines["level"]),
+                                                                        strict=True) if level is not None)
+    top: dict[int, tuple[int, str]] = {}
+    for (template, level), n in counts.items():
+        if template not in top or n > top[template][0]:
+            top[template] = (n, str(level))
+    return {template: level for template, (_, level) in top.items()}
 
 
 def _main_level(lines: pd.DataFrame) -> str:

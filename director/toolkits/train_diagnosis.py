@@ -1,0 +1,311 @@
+"""Train the learned fault-type diagnosis (`flipmoe train diagnosis`) on chaos-gym incidents.
+
+Data: for each system, its `per_system` count of incidents simulated in memory with the fault types
+taken round-robin over the 16 of the taxonomy; incident i of the k-th listed system uses seed
+`seed + 10_000 * k + i`. The default seed 100000 keeps training in 100000-129999; seeds from
+600000 on are refused (600000-699999 are for held-out checks, 700000 and above for the final
+benchmark). Each incident goes through the analysis path exactly as `flipmoe rca` runs it, and its
+features are read at the *top suspect* of the localisation — a wrong suspect gives the features of
+the wrong service, as it would in production. The fault type comes from the label the gym returns
+with the incident; nothing here reads label.json.
+
+Fit: a multinomial logistic regression (L2, balanced class weights) over
+`diagnose.FEATURE_NAMES`. C is chosen by stratified k-fold cross-validation on the training
+incidents (macro-F1), then the weight of the hand-written prototypes in the pooled score from the
+same out-of-fold predictions (the smallest weight within `prior_tolerance` of the best, so a prior
+that only ties stays out). Leave-one-system-out figures go into the card too: they say how well
+the model carries over to a system it has not seen. The default run (304 incidents) takes about
+12 minutes on two busy cores, almost all of it simulating and analysing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from director.toolkits.diagnose import FEATURE_NAMES, MODEL_PATH, DiagnosisModel, prototype_log_probabilities
+from flipmoe.errors import FlipmoeInputError
+from flipmoe.telemetry.taxonomy import FAULT_TYPES
+
+HELD_OUT_SEEDS_FROM = 600_000
+"""Seeds from here on never train: 600000-699999 are for held-out checks, 700000+ for the benchmark."""
+SYSTEM_SEED_STRIDE = 10_000
+"""Seed offset between the systems of one run (so at most this many incidents per system)."""
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiagnosisTrainingConfig:
+    """What to simulate and how to fit; the defaults are what the shipped model was trained with."""
+
+    systems: tuple[str, ...] = ("webshop", "ticketing", "random")
+    """Chaos-gym systems to simulate ('random' draws a new random DAG per incident)."""
+    per_system: tuple[int, ...] = (160, 96, 48)
+    """Incidents of each system, in the order of `systems` (one number: the same for all); fault types
+    round-robin, so 160 is 10 of each of the 16 types. Cheap systems get more: a webshop incident costs
+    about 2 s of CPU to simulate and analyse, a ticketing one 3 s, a random one 7 s."""
+    seed: int = 100_000
+    """First seed; see the module docstring for the seed of each incident."""
+    window_minutes: float = 15.0
+    """Incident window (and baseline) length; shorter than the gym's 30 to halve the analysis time."""
+    workers: int = 2
+    """Processes that simulate and analyse incidents in parallel."""
+    c_grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    """Inverse L2 strengths tried by cross-validation."""
+    prior_weights: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5)
+    """Weights of the prototypes' log-probabilities tried after C is fixed."""
+    prior_tolerance: float = 0.01
+    """The smallest prior weight whose out-of-fold macro-F1 is within this of the best one is chosen
+    (0.01 is about 3 of 300 incidents): a prior has to earn its place by more than noise."""
+    folds: int = 5
+    """Cross-validation folds (stratified by fault type)."""
+
+    def __post_init__(self) -> None:
+        if not self.systems:
+            raise FlipmoeInputError("no systems to train on", hint="e.g. --systems webshop,ticketing,random")
+        if len(self.per_system) not in (1, len(self.systems)):
+            raise FlipmoeInputError(f"{len(self.per_system)} per-system counts for {len(self.systems)} systems",
+                                    hint="give one count for all systems or one per system, in the same order")
+        if not all(1 <= n <= SYSTEM_SEED_STRIDE for n in self.per_system):
+            raise FlipmoeInputError(f"per-system counts must be in 1..{SYSTEM_SEED_STRIDE}, got {self.per_system}")
+        last = max(end for _, (_, end) in self.seed_ranges().items())
+        if self.seed < 0 or last >= HELD_OUT_SEEDS_FROM:
+            raise FlipmoeInputError(
+                f"training seeds {self.seed}-{last} reach into the held-out range",
+                hint=f"seeds from {HELD_OUT_SEEDS_FROM} on are reserved for evaluation; use e.g. --seed 100000")
+        if self.workers < 1 or self.folds < 2 or not self.c_grid or not self.prior_weights:
+            raise FlipmoeInputError("workers must be >= 1, folds >= 2, and the C and prior-weight grids non-empty")
+        if any(c <= 0 for c in self.c_grid) or any(w < 0 for w in self.prior_weights) or self.prior_tolerance < 0:
+            raise FlipmoeInputError("C values must be positive, prior weights and their tolerance non-negative")
+
+    def counts(self) -> dict[str, int]:
+        """Incidents per system."""
+        counts = self.per_system * len(self.systems) if len(self.per_system) == 1 else self.per_system
+        return dict(zip(self.systems, counts, strict=True))
+
+    def seed_ranges(self) -> dict[str, tuple[int, int]]:
+        """First and last seed of each system."""
+        return {system: (self.seed + SYSTEM_SEED_STRIDE * k, self.seed + SYSTEM_SEED_STRIDE * k + n - 1)
+                for k, (system, n) in enumerate(self.counts().items())}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """One training incident: the features read at its top suspect and the injected fault type."""
+
+    features: Mapping[str, float]
+    fault_type: str
+    system: str = ""
+    seed: int = -1
+    localized: bool = True
+    """Whether the top suspect was the labelled service (features then describe the right service)."""
+
+
+def training_plan(config: DiagnosisTrainingConfig) -> list[tuple[str, str, int]]:
+    """(system, fault type, seed) of every training incident."""
+    types = list(FAULT_TYPES)
+    return [(system, types[i % len(types)], first + i)
+            for system, (first, last) in config.seed_ranges().items() for i in range(last - first + 1)]
+
+
+def collect_samples(config: DiagnosisTrainingConfig, *,
+                    progress: Progress | None = None) -> tuple[list[Sample], list[str]]:
+    """Simulate and analyse the training incidents; returns the samples and one line per failure."""
+    from data_pipeline.chaos.systems import get_system
+
+    for system in config.systems:
+        get_system(system, seed=0)  # an unknown name fails here, before any work
+    plan = training_plan(config)
+    samples: list[Sample] = []
+    failures: list[str] = []
+    started = time.perf_counter()
+
+    def record(position: int, job: tuple[str, str, int], result: Sample | str) -> None:
+        if isinstance(result, Sample):
+            samples.append(result)
+            status = "suspect ok" if result.localized else "suspect wrong"
+        else:
+            failures.append(f"{job[0]} {job[1]} seed {job[2]}: {result}")
+            status = f"skipped ({result})"
+        if progress is not None:
+            elapsed = time.perf_counter() - started
+            eta = elapsed / position * (len(plan) - position)
+            progress(f"[{position}/{len(plan)}] {job[0]:<10} {job[1]:<19} seed {job[2]}  {status}  "
+                     f"({elapsed:.0f} s, about {eta:.0f} s left)")
+
+    if config.workers == 1:
+        for position, job in enumerate(plan, start=1):
+            record(position, job, _sample(*job, config.window_minutes))
+    else:
+        with ProcessPoolExecutor(max_workers=config.workers) as pool:
+            futures = {pool.submit(_sample, *job, config.window_minutes): job for job in plan}
+            for position, future in enumerate(as_completed(futures), start=1):
+                record(position, futures[future], future.result())
+    samples.sort(key=lambda s: (s.system, s.seed))
+    return samples, failures
+
+
+def _sample(system: str, fault: str, seed: int, window_minutes: float) -> Sample | str:
+    """One incident -> its sample, or why there is none (runs in a worker process)."""
+    from data_pipeline.chaos import ChaosConfig, generate_incident
+    from director.analysis import analyse_incident
+
+    try:
+        incident, label = generate_incident(system, fault, seed=seed, window_minutes=window_minutes,
+                                            config=ChaosConfig(include_code=False))
+        analysis = analyse_incident(incident)
+    except Exception as err:  # one odd incident must not lose the rest of a long run
+        return f"{type(err).__name__}: {err}"
+    if analysis.diagnosis is None:
+        return "no suspect, so nothing to diagnose"
+    top = analysis.localization.root_causes[0]
+    return Sample(features=dict(analysis.diagnosis.features), fault_type=label.fault_type, system=system,
+                  seed=seed, localized=top.service == label.service)
+
+
+def fit_diagnosis_model(samples: Sequence[Sample], *, c_grid: Sequence[float] = (0.1, 0.3, 1.0, 3.0, 10.0),
+                        prior_weights: Sequence[float] = (0.0, 0.05, 0.1, 0.25, 0.5), prior_tolerance: float = 0.01,
+                        folds: int = 5, seed: int = 0, card: Mapping[str, Any] | None = None) -> DiagnosisModel:
+    """Choose C and the prototype weight by cross-validation, fit on all samples, return the model.
+
+    The card gets the data counts and the cross-validated figures of the prototypes, the model and
+    the pooled score, added to `card`.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    x_NF, y_N = _matrix(samples)
+    classes, counts = np.unique(y_N, return_counts=True)
+    if classes.size < 2:
+        raise FlipmoeInputError("training needs incidents of at least two fault types")
+    n_splits = min(folds, int(counts.min()))
+    if n_splits < 2:
+        rare = ", ".join(c for c, n in zip(classes, counts, strict=True) if n < 2)
+        raise FlipmoeInputError(f"cross-validation needs at least 2 incidents of every fault type; too few: {rare}",
+                                hint="raise --per-system")
+    splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x_NF, y_N))
+    prior_NK = _prototype_log_p(samples, tuple(classes))
+    oof_by_c = {float(c): _out_of_fold_logits(x_NF, y_N, classes, splits, c) for c in c_grid}
+    by_c = [{"C": c, **_scores(y_N, classes[oof_NK.argmax(1)])} for c, oof_NK in oof_by_c.items()]
+    best = max(by_c, key=lambda row: (row["macro_f1"], -row["C"]))
+    best_c = best["C"]
+    pooled = [{"prior_weight": float(w), **_scores(y_N, classes[(oof_by_c[best_c] + w * prior_NK).argmax(1)])}
+              for w in sorted(prior_weights)]
+    top_f1 = max(row["macro_f1"] for row in pooled)
+    chosen = next(row for row in pooled if row["macro_f1"] >= top_f1 - prior_tolerance)
+    prior_weight = chosen["prior_weight"]
+    estimator = _estimator(best_c).fit(x_NF, y_N)
+    systems = sorted({s.system for s in samples})
+    cv: dict[str, Any] = {
+        "folds": n_splits,
+        "selection": f"C by out-of-fold macro-F1 (ties: stronger regularisation), then the smallest prior_weight "
+                     f"within {prior_tolerance:g} of the best out-of-fold macro-F1",
+        "by_C": by_c, "by_prior_weight": pooled, "chosen_C": best_c, "chosen_prior_weight": prior_weight,
+        "prototypes": _scores(y_N, classes[prior_NK.argmax(1)]),
+        "learned": {k: v for k, v in best.items() if k != "C"},
+        "combined": {k: v for k, v in chosen.items() if k != "prior_weight"},
+    }
+    if len(systems) > 1:
+        cv["leave_one_system_out"] = _leave_one_system_out(samples, x_NF, y_N, best_c, prior_NK, prior_weight)
+    full_card = {**(card or {}), "incidents": len(samples),
+                 "counts_per_class": {str(c): int(n) for c, n in zip(classes, counts, strict=True)},
+                 "counts_per_system": dict(Counter(s.system for s in samples)),
+                 "top_suspect_correct_share": round(float(np.mean([s.localized for s in samples])), 3),
+                 "cross_validation": cv, "sklearn": _sklearn_version()}
+    return DiagnosisModel(classes=tuple(str(c) for c in estimator.classes_), feature_names=FEATURE_NAMES,
+                          coef_KF=estimator.coef_.copy(), intercept_K=estimator.intercept_.copy(),
+                          prior_weight=prior_weight, card=full_card)
+
+
+def train_diagnosis(config: DiagnosisTrainingConfig, *, out: str | Path = MODEL_PATH, command: str = "",
+                    progress: Progress | None = None) -> DiagnosisModel:
+    """Simulate, analyse, fit and write the model to `out`; returns it."""
+    say = progress or (lambda line: None)
+    started = time.perf_counter()
+    plan = training_plan(config)
+    say(f"simulating and analysing {len(plan)} incidents ({', '.join(config.systems)}; "
+        f"{config.window_minutes:g}-minute windows; {config.workers} worker(s))")
+    samples, failures = collect_samples(config, progress=progress)
+    collected = time.perf_counter()
+    say(f"fitting on {len(samples)} incidents ({len(failures)} skipped)")
+    card = {"command": command, "systems": list(config.systems), "per_system": config.counts(),
+            "training_seeds": {system: list(bounds) for system, bounds in config.seed_ranges().items()},
+            "seed_rule": "incident i of the k-th system: seed + 10000 k + i, fault type i mod 16 in taxonomy order",
+            "window_minutes": config.window_minutes, "skipped": failures}
+    model = fit_diagnosis_model(samples, c_grid=config.c_grid, prior_weights=config.prior_weights,
+                                prior_tolerance=config.prior_tolerance, folds=config.folds, seed=config.seed,
+                                card=card)
+    fitted = time.perf_counter()
+    model = DiagnosisModel(classes=model.classes, feature_names=model.feature_names, coef_KF=model.coef_KF,
+                           intercept_K=model.intercept_K, prior_weight=model.prior_weight,
+                           card={**model.card, "seconds": {"simulate_and_analyse": round(collected - started, 1),
+                                                           "fit": round(fitted - collected, 1)}})
+    model.save(out)
+    return model
+
+
+def _matrix(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, F) feature matrix and (N,) fault types."""
+    if not samples:
+        raise FlipmoeInputError("no training incidents")
+    x_NF = np.array([[s.features.get(name, 0.0) for name in FEATURE_NAMES] for s in samples], dtype=float)
+    return x_NF, np.array([s.fault_type for s in samples])
+
+
+def _estimator(c: float) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, class_weight="balanced", max_iter=5000)
+
+
+def _out_of_fold_logits(x_NF: np.ndarray, y_N: np.ndarray, classes: np.ndarray,
+                        splits: Sequence[tuple[np.ndarray, np.ndarray]], c: float) -> np.ndarray:
+    """(N, K) log-probabilities of each sample from the fold that did not train on it."""
+    out_NK = np.full((len(y_N), len(classes)), -np.inf)
+    for train, test in splits:
+        estimator = _estimator(c).fit(x_NF[train], y_N[train])
+        columns = np.searchsorted(classes, estimator.classes_)
+        out_NK[np.ix_(test, columns)] = estimator.predict_log_proba(x_NF[test])
+    return out_NK
+
+
+def _prototype_log_p(samples: Sequence[Sample], classes: tuple[str, ...]) -> np.ndarray:
+    """(N, K) the prototypes' log-probabilities over `classes`, as `diagnose.classify` pools them."""
+    rows = [prototype_log_probabilities(sample.features) for sample in samples]
+    return np.array([[row[c] for c in classes] for row in rows])
+
+
+def _leave_one_system_out(samples: Sequence[Sample], x_NF: np.ndarray, y_N: np.ndarray, c: float,
+                          prior_NK: np.ndarray, prior_weight: float) -> dict[str, dict[str, dict[str, float]]]:
+    """Per system: accuracy and macro-F1 of models trained on the other systems only."""
+    systems_N = np.array([s.system for s in samples])
+    out = {}
+    for system in sorted(set(systems_N)):
+        held = systems_N == system
+        estimator = _estimator(c).fit(x_NF[~held], y_N[~held])
+        classes = np.unique(y_N)
+        log_p = np.full((int(held.sum()), len(classes)), -np.inf)
+        log_p[:, np.searchsorted(classes, estimator.classes_)] = estimator.predict_log_proba(x_NF[held])
+        out[str(system)] = {"learned": _scores(y_N[held], classes[log_p.argmax(1)]),
+                       "combined": _scores(y_N[held], classes[(log_p + prior_weight * prior_NK[held]).argmax(1)])}
+    return out
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
+            "macro_f1": round(float(f1_score(y_true, y_pred, average="macro", zero_division=0)), 4)}
+
+
+def _sklearn_version() -> str:
+    import sklearn
+
+    return str(sklearn.__version__)
