@@ -19,7 +19,7 @@ from director.toolkits.diagnose import (
     load_model,
 )
 from director.toolkits.localize import RootCause
-from director.toolkits.train_diagnosis import (
+from eval.train_diagnosis import (
     DiagnosisTrainingConfig,
     Sample,
     fit_diagnosis_model,

@@ -10,7 +10,7 @@ metric names or log strings, so the same vector is read on any system.
 
 Two scorers read the vector:
 - a multinomial logistic regression (`DiagnosisModel`) fitted on chaos-gym incidents of several
-  systems by `director.toolkits.train_diagnosis` (`flipmoe train diagnosis`) and shipped as
+  systems by `eval.train_diagnosis` (`flipmoe train diagnosis`) and shipped as
   `diagnosis_model.json`; inference is plain numpy, so the analysis path needs no scikit-learn;
 - hand-written prototypes, an SRE's rules of thumb per fault type, not fitted to any data.
 With the model present the two are pooled log-linearly, `log p_model + prior_weight * log p_prototypes`

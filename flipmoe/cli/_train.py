@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _diagnosis(args: argparse.Namespace) -> int:
     from director.toolkits.diagnose import MODEL_PATH
-    from director.toolkits.train_diagnosis import DiagnosisTrainingConfig, train_diagnosis
+    from eval.train_diagnosis import DiagnosisTrainingConfig, train_diagnosis
 
     overrides = {"per_system": _counts(args.per_system) if args.per_system else None, "seed": args.seed,
                  "workers": args.workers,
