@@ -137,7 +137,8 @@ class Fault:
         """Change the cluster (before conditions are allocated)."""
 
     def apply(self, cond: Conditions) -> None:
-        raise NotImplementedError
+        """Write the fault's effect into the per-second conditions; every fault type defines its own."""
+        raise TypeError(f"{type(self).__name__} must define apply(): it is an abstract fault")
 
     @property
     def pods(self) -> list[int]:
