@@ -260,7 +260,7 @@ class _Change:
 
     @classmethod
     def of(cls, b: float, d: float, group_before: float, group_during: float, split: _Split) -> _Change:
-        """From a key's counts `b`, `d` and its group's totals `B`, `D`."""
+        """From a key's counts `b`, `d` and its group's totals `B`, `D` (`group_before`, `group_during`)."""
         b, d = float(b), float(d)
         # Share of the group's lines when the group logged on both sides, else lines per minute.
         scale_before, scale_during = (group_before, group_during) if group_before > 0 and group_during > 0 \

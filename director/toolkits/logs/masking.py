@@ -1,4 +1,4 @@
-"""Masking: the variable tokens of a log message, replaced before Drain sees it.
+r"""Masking: the variable tokens of a log message, replaced before Drain sees it.
 
 One rule set for every system, no per-system constants. Each rule is a regex; when it defines a
 group named `value`, only that group is masked and the rest of the match is context that stays
@@ -12,6 +12,14 @@ its punctuation (`/<*>:<*>`, `blk_<*>`, `<*>ms`), which is how LogHub's ground t
 
 A plain word is never masked, alone or as a value (`status=FAILED` keeps FAILED): words carry the
 meaning that tells templates apart, and Drain still turns a word into `<*>` where it varies.
+
+Speed. Python's regex engine skips quickly to the characters a pattern can start with, but only when
+the pattern begins with a character class; so the rules that run on most messages (NUM, IP, HEX,
+PORT, ID) are written to start with their first character and check what precedes it from there
+(`(?<!X[\s\S])` after the first character is `(?<!X)` before it); a comment gives each one's plain
+form. `needs` and `may_match` are cheap necessary conditions that spare most messages most regexes.
+`MaskCache` masks each message shape once (the notes above it say why that is exact). The tests hold
+the fast forms to the plain ones, and the cache to the masker.
 """
 
 from __future__ import annotations
@@ -29,8 +37,8 @@ WILDCARD = "<*>"
 
 # Boundaries: a token edge is anything but a letter or digit, so `_`, `-`, `/`, `:` separate.
 _START = r"(?<![A-Za-z0-9])"
-# `_START` written to follow the first character of a match (see `_NOT_SOURCE_LINE_BEFORE_LAST`).
-_START_BEFORE_LAST = r"(?<![A-Za-z0-9][\s\S])"
+# `_START` checked from after the first character of the match (see the module docstring).
+_START_AFTER_FIRST = r"(?<![A-Za-z0-9][\s\S])"
 _END = r"(?![A-Za-z0-9])"
 _HEX = "[0-9a-fA-F]"
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]*"
@@ -43,9 +51,8 @@ _VALUE_CHAR = r"""[^\s,;&|()\[\]{}<>"'=]"""
 # `File.java:123` and `Class#123` name a call site, so the line number is part of the template.
 _SOURCE_EXTENSIONS = ("c", "h", "cc", "cpp", "hpp", "cs", "go", "rs", "py", "rb", "js", "ts", "kt", "java",
                       "scala", "swift", "php")
-# Written to follow the first character of the match, so that the pattern starts with a character
-# class (which the regex engine skips to): `(?<!X[\s\S])` after that character is `(?<!X)` before it.
-_NOT_SOURCE_LINE_BEFORE_LAST = "".join(rf"(?<!\.{ext}:[\s\S])" for ext in _SOURCE_EXTENSIONS) + \
+# Checked from after the first character of the match, like `_START_AFTER_FIRST`.
+_NOT_SOURCE_LINE_AFTER_FIRST = "".join(rf"(?<!\.{ext}:[\s\S])" for ext in _SOURCE_EXTENSIONS) + \
     r"(?<![A-Za-z]#[\s\S])"
 _SOURCE_FILE = r"[\w.-]*\.(?:" + "|".join(_SOURCE_EXTENSIONS) + "):"
 
@@ -171,7 +178,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
              "dates and times (ISO 8601, syslog style, clock times) as one token", needs=(":", "-"),
              may_match=_CLOCK_OR_DATE),
     # `_START \d{1,3}(?:\.\d{1,3}){3}(?!\.?[A-Za-z0-9])` from its first digit.
-    MaskRule("IP", r"\d" + _START_BEFORE_LAST + r"\d{0,2}(?:\.\d{1,3}){3}(?!\.?[A-Za-z0-9])", "IPv4 addresses",
+    MaskRule("IP", r"\d" + _START_AFTER_FIRST + r"\d{0,2}(?:\.\d{1,3}){3}(?!\.?[A-Za-z0-9])", "IPv4 addresses",
              needs=(".",), may_match=_DOTTED_QUAD),
     MaskRule("HOST", r"(?<![\w.-])(?!" + _SOURCE_FILE + r")(?=[\w.-]*[A-Za-z])(?=[\w.-]*\d)"
              r"[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?(?=:\d{1,5}" + _END + "|/" + _masked("IP") + ")",
@@ -187,7 +194,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
              "the tail of `word_123...` and `word-123...` identifiers: blk_-42, job_17_3, api-5d8f-x2",
              needs=("_", "-"), may_match=_ID_DIGIT),
     # `_START (?:0[xX]HEX+|(?=HEX*\d)(?=HEX*[a-fA-F])HEX{6,}) _END` from its first hex digit.
-    MaskRule("HEX", _HEX + _START_BEFORE_LAST + rf"(?:(?<=0)[xX]{_HEX}+{_END}"
+    MaskRule("HEX", _HEX + _START_AFTER_FIRST + rf"(?:(?<=0)[xX]{_HEX}+{_END}"
              rf"|(?:(?<=\d)|(?={_HEX}*\d))(?:(?<=[a-fA-F])|(?={_HEX}*[a-fA-F])){_HEX}{{5,}}{_END})",
              "`0x` numbers, and hex strings of six or more characters mixing digits and letters; "
              "masked like numbers, since one field can print either", may_match=_six_hex, mask_with="NUM"),
@@ -200,7 +207,7 @@ MASK_RULES: tuple[MaskRule, ...] = (
              "durations: the number of `35ms` (the unit stays), all of `1m30s`", may_match=_DIGIT_UNIT),
     # `(?<![A-Za-z0-9])(?<!\d\.)(?<!\.java:)...(?:[-+]|v(?=\d+\.\d))?\d+(?:\.\d+)*(?![0-9])`, written to
     # start with its first character (a sign, `v` or a digit): the rule that runs on every message.
-    MaskRule("NUM", r"[-+v\d](?<![A-Za-z0-9][\s\S])(?<!\d\.[\s\S])" + _NOT_SOURCE_LINE_BEFORE_LAST
+    MaskRule("NUM", r"[-+v\d](?<![A-Za-z0-9][\s\S])(?<!\d\.[\s\S])" + _NOT_SOURCE_LINE_AFTER_FIRST
              + r"(?:(?<=[-+])\d+|(?<=v)(?=\d+\.\d)\d+|(?<=\d)\d*)(?:\.\d+)*(?![0-9])",
              "numbers, decimals and versions not glued after a letter (`eth0` stays, `41C` -> `<*>C`), "
              "except the line of a source location (`Main.java:42`, `OrderService#42`)"),
@@ -276,6 +283,15 @@ class Masker:
 #    TIMESTAMP crosses a space only from a letter, digit, `,` or space into a digit or capital;
 #    from `,` only when a letter or digit is before it. QUOTED spans two successive equal quotes
 #    (its content holds no quote), and rules 1-13 never mask a quote: no cut goes between two such.
+#    The `needs` and `may_match` tests are necessary conditions, so testing a piece instead of the
+#    whole shape changes nothing, except HOST's: it looks for an ASCII digit after a colon where its
+#    regex takes any digit, so a shape with other digits is not cut. Short shapes are not cut
+#    either: their pieces seldom repeat.
+# 4. Quick key. Finding a shape costs a regex pass over the message. A long ASCII message is first
+#    looked up by its bytes with every hex character written `1`: messages that differ only in
+#    their trace ids have the same key. Where hex characters are decides where 1. finds tokens, so a
+#    message with a known key has the same shape as the one remembered if it has the same text
+#    between those tokens (digits written `1`) and its hex tokens still mix digits and letters.
 
 _PREMASK = re.compile(
     r"""[\s\[(,;"'](?:(?<=\s)[0-9a-fA-F]{6,}+(?!\S)"""
@@ -294,6 +310,7 @@ _CUT_FROM = 256
 MEMORY_CHARS_PER_ENTRY = 256
 _QUICK_FROM = 128
 _OTHER_DIGIT = re.compile(r"[^\D0-9]")
+_ONE = re.compile("1")
 
 _Getter = Callable[[str], Sequence[str]]
 
@@ -506,9 +523,9 @@ class MaskCache:
 
     def _trace(self, shape: str) -> _Piece:
         masked, origin = self.masker.trace(shape)
-        # A `1` of the shape is a digit of the message (a `0` left in the shape is a `0` there too).
-        return masked, tuple((at, source) for at, source in enumerate(origin)
-                             if source >= 0 and shape[source] == "1")
+        # A `1` of the shape is a digit of the message (a `0` left in the shape is a `0` there too),
+        # and a `1` of the masked shape is one of those: no mask holds a `1`.
+        return masked, tuple((match.start(), origin[match.start()]) for match in _ONE.finditer(masked))
 
     def _remember(self, memory: dict, key: str | bytes, value: Any) -> Any:
         chars = self._chars.get(id(memory), 0) + len(key)

@@ -287,15 +287,19 @@ class LogParser:
         tokens = drain.get_content_as_tokens(masked)
         way, leaf = self._way_down(tokens)
         changes = self._changes.setdefault(id(leaf), [])
-        if change == "none":
-            score = drain.get_seq_distance(cluster.log_template_tokens, tokens, False)
+        if change != "none":
+            # The changed template is in the leaf the message's search now reaches: a new one was
+            # put where the search goes, a generalised one was found there.
+            changes.append(cluster.cluster_id)
+        score = drain.get_seq_distance(cluster.log_template_tokens, tokens, False)
+        if change == "none" or (change == "cluster_created" and score[0] >= drain.sim_th):
+            # Unchanged, Drain would find this template again. So it would a template just made
+            # of the message if that reaches the threshold: the leaf's other templates all stayed
+            # below it, as none took the message.
             self._remember(masked, _Mined(cluster.cluster_id, score, way, leaf, len(changes)))
         else:
-            # The changed template is in the leaf the message's search now reaches: a new one was
-            # put where the search goes, a generalised one was found there. Logged after the
-            # memory's mark, so the message is mined again next time, as its template changed.
-            changes.append(cluster.cluster_id)
-            self._remember(masked, _Mined(cluster.cluster_id, (0.0, 0), way, leaf, len(changes) - 1))
+            # A generalised template may now rank below another: mine the message again next time.
+            self._remember(masked, _Mined(cluster.cluster_id, score, way, leaf, len(changes) - 1))
         return cluster
 
     def _still_found(self, known: _Mined, masked: str) -> bool:
