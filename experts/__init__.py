@@ -1,1 +1,35 @@
-"""Modality experts: one folder per expert family, each with its own tokenizer and decoder."""
+"""Modality experts: one folder per expert family, each with its own tokenizer and decoder.
+
+Names are imported on first use, so importing `experts` does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Expert": "experts.expert",
+    "Generation": "experts.expert",
+    "GenerativeExpert": "experts.expert",
+    "ExpertConfig": "experts.config",
+    "ModelConfig": "experts.config",
+    "TokenizerConfig": "experts.config",
+    "TrainConfig": "experts.config",
+    "MODEL_PRESETS": "experts.config",
+    "Tokenizer": "experts.tokenizer",
+    "train_tokenizer": "experts.tokenizer",
+    "TaskExample": "experts.data",
+    "TrainingSequence": "experts.data",
+    "EXPERT_FAMILIES": "experts.registry",
+    "ExpertSpec": "experts.registry",
+    "get_spec": "experts.registry",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'experts' has no attribute {name!r}")

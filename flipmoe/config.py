@@ -189,4 +189,13 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
 
 
 def save_yaml(config: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    Path(path).write_text(yaml.safe_dump(_plain(to_dict(config)), sort_keys=False), encoding="utf-8")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists: safe YAML has no tuple type, and `from_dict` turns them back into tuples."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
