@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from safetensors.torch import load_model, save_model
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from experts.config import ExpertConfig, format_prompt
 from experts.model import build_decoder
@@ -155,6 +158,40 @@ class Expert:
         return self._generate(list(prompts), task=task, max_new_tokens=max_new_tokens, stop=stop,
                               temperature=temperature, top_p=top_p, processors=[], seed=seed)
 
+    def stream(self, prompt: str, *, task: str | None = None, max_new_tokens: int = 64, stop: Sequence[str] = (),
+               temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:
+        """Answer one prompt, yielding text as tokens are decoded (generation runs in a helper thread)."""
+        chunks: queue.Queue[str | BaseException | None] = queue.Queue()
+        streamer = _TextStreamer(self.tokenizer, chunks)
+
+        def run() -> None:
+            try:
+                self._generate([prompt], task=task, max_new_tokens=max_new_tokens, stop=stop, temperature=temperature,
+                               top_p=top_p, processors=[], seed=seed, streamer=streamer)
+            except BaseException as err:  # surfaced to the consumer below
+                chunks.put(err)
+            finally:
+                chunks.put(None)
+
+        threading.Thread(target=run, name=f"stream-{self.name}", daemon=True).start()
+        emitted, text = "", ""
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            # Hold back text that could be the start of a stop sequence; cut at a complete one.
+            text += item
+            cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+            if cut >= 0:
+                if cut > len(emitted):
+                    yield text[len(emitted):cut]
+                return
+            safe = len(text) - max((len(s) - 1 for s in stop), default=0)
+            if safe > len(emitted):
+                yield text[len(emitted):safe]
+                emitted = text[:safe]
+        if len(text) > len(emitted):
+            yield text[len(emitted):]
+
     def _prompt_ids(self, prompt: str, task: str | None) -> list[int]:
         text = format_prompt(task, prompt) if task is not None else prompt
         ids = self.tokenizer.encode(text, bos=True)
@@ -165,7 +202,7 @@ class Expert:
     @torch.no_grad()
     def _generate(self, prompts: list[str], *, task: str | None, max_new_tokens: int, stop: Sequence[str],
                   temperature: float, top_p: float, processors: list[LogitsProcessor],
-                  seed: int | None) -> list[Generation]:
+                  seed: int | None, streamer: Any = None) -> list[Generation]:
         if not prompts:
             return []
         if max_new_tokens < 1:
@@ -193,6 +230,7 @@ class Expert:
                 top_k=None, logits_processor=LogitsProcessorList(processors),
                 stopping_criteria=StoppingCriteriaList([stopper] if stopper else []),
                 pad_token_id=pad, eos_token_id=self.tokenizer.eos_id, bos_token_id=self.tokenizer.bos_id,
+                streamer=streamer,
             )
         results = []
         for row, prompt_ids in zip(output[:, width:].tolist(), rows, strict=True):
@@ -207,6 +245,38 @@ class Expert:
             results.append(Generation(text=text, expert=self.name, finish_reason=finish,
                                       prompt_tokens=len(prompt_ids), completion_tokens=n_new))
         return results
+
+
+class _TextStreamer(BaseStreamer):
+    """Receives token ids from `generate` and queues the newly decoded text (prompt ids are skipped).
+
+    Decoding the whole answer each time (not token by token) keeps multi-byte characters that span
+    byte-fallback pieces intact; only the new suffix is queued.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, chunks: queue.Queue[Any]) -> None:
+        self.tokenizer, self.chunks = tokenizer, chunks
+        self.ids: list[int] = []
+        self.text = ""
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt
+            self._prompt_seen = True
+            return
+        self.ids.extend(int(i) for i in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next byte
+            return
+        if len(text) > len(self.text) and text.startswith(self.text):
+            self.chunks.put(text[len(self.text):])
+        self.text = text
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids)
+        if len(text) > len(self.text) and text.startswith(self.text):
+            self.chunks.put(text[len(self.text):])
+        self.text = text
 
 
 class _StopSequences(StoppingCriteria):

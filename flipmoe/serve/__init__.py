@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI app, durable jobs, upload safety, Ray Serve deployments."""
