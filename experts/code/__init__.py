@@ -1,0 +1,1 @@
+"""The code expert: significance masking over source and configuration; exception and config tasks."""

@@ -1,0 +1,1 @@
+"""The traces expert: causal LM over rendered span trees; slow-path and error-source tasks."""
