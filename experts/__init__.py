@@ -10,8 +10,12 @@ from typing import Any
 
 _LAZY = {
     "Expert": "experts.expert",
-    "Generation": "experts.expert",
-    "GenerativeExpert": "experts.expert",
+    "Generation": "experts.interface",
+    "GenerativeExpert": "experts.interface",
+    "RemoteExpert": "experts.remote",
+    "JsonSchemaConstraint": "experts.constrained",
+    "RegexConstraint": "experts.constrained",
+    "GrammarConstraint": "experts.constrained",
     "ExpertConfig": "experts.config",
     "ModelConfig": "experts.config",
     "TokenizerConfig": "experts.config",

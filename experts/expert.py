@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -32,45 +32,13 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from transformers.generation.streamers import BaseStreamer
 
 from experts.config import ExpertConfig, format_prompt
+from experts.interface import Constraint, Generation
 from experts.model import build_decoder
 from experts.tokenizer import TOKENIZER_FILE, Tokenizer
 from flipmoe.config import from_dict, load_yaml, save_yaml
 from flipmoe.errors import FlipmoeInputError
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.yaml", "model.safetensors", "card.json"
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One answer: its text, the expert that wrote it, and why decoding stopped."""
-
-    text: str
-    expert: str
-    finish_reason: str  # "stop" (eos or a stop sequence), "length" (max tokens) or "constraint"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class Constraint(Protocol):
-    """Restricts decoding to a language (a JSON schema, a regular expression, a grammar)."""
-
-    def logits_processor(self, tokenizer: Tokenizer) -> LogitsProcessor:
-        """A processor that masks, at each step, the tokens that cannot continue a valid output."""
-
-
-@runtime_checkable
-class GenerativeExpert(Protocol):
-    """What the router, FlipMoE and the director call: a local or a remote expert."""
-
-    name: str
-
-    def generate(self, prompt: str, *, task: str | None = None, max_new_tokens: int = 64,
-                 stop: Sequence[str] = (), temperature: float = 0.0, top_p: float = 1.0,
-                 constraint: Constraint | None = None, seed: int | None = None) -> Generation: ...
-
-    def generate_batch(self, prompts: Sequence[str], *, task: str | None = None, max_new_tokens: int = 64,
-                       stop: Sequence[str] = (), temperature: float = 0.0, top_p: float = 1.0,
-                       seed: int | None = None) -> list[Generation]: ...
 
 
 @dataclass
