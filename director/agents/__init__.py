@@ -1,0 +1,1 @@
+"""Agents: toolkits the actors use (sandboxed code, guardrails, queries, knowledge base)."""
