@@ -1,40 +1,66 @@
-"""`flipmoe rca INCIDENT_DIR...`: ranked root causes with their evidence.
+"""`flipmoe rca INCIDENT_DIR...`: the Director on Ray, one RCA report per incident.
 
-This runs the analysis path (director.analysis) in-process. The Director / Actor runtime on Ray,
-runbooks and the HTML report build on the same path (see the README's roadmap).
+Ray starts once (locally, or `--address` joins a cluster) and stays warm for every incident of the
+call. Each incident gets `<out>/<id>/report.json`, `report.md` and `report.html`, and a short text
+summary on stdout. `--local` runs the same Director in this process, without Ray.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
+
+DEFAULT_OUT = "flipmoe-reports"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "rca", help="analyse incidents: ranked root causes, evidence, fault type",
-        description="Analyse one or more incident directories (or a directory of them) and print the ranked "
-                    "root causes (service, pod, node), the evidence behind each, the diagnosed fault type and "
-                    "what could not be used. label.json is never read.")
+        "rca", help="analyse incidents: ranked root causes, evidence, fault type, RCA report",
+        description="Analyse one or more incident directories (or directories of them) with the Director: it "
+                    "picks a runbook, runs its steps as Ray tasks, back-tracks between hypotheses and writes "
+                    "report.json, report.md and report.html per incident. label.json is never read.")
     parser.add_argument("incidents", nargs="+", metavar="INCIDENT_DIR",
                         help="incident directories, or directories holding incident directories")
-    parser.add_argument("--out", help="write <out>/<incident id>/report.json for each incident")
+    add_runtime_arguments(parser)
     parser.add_argument("--top", type=int, default=5, help="root causes to show (default 5)")
-    parser.add_argument("--json", action="store_true", help="print the reports as JSON lines")
+    parser.add_argument("--json", action="store_true", help="print each report as one JSON line")
     parser.set_defaults(handler=_run)
 
 
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options `rca` and `demo` share."""
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"reports go to OUT/<incident id>/ (default {DEFAULT_OUT})")
+    parser.add_argument("--address", help="join the Ray cluster at ADDR instead of starting a local Ray")
+    parser.add_argument("--workers", type=int, default=None, help="CPUs of the local Ray (default: all cores)")
+    parser.add_argument("--local", action="store_true", help="run the steps in this process, without Ray")
+    parser.add_argument("--bundle", help="FlipMoE model bundle directory (default: $FLIPMOE_BUNDLE, the packaged "
+                                         "or the cached one, if any)")
+    parser.add_argument("--no-model", action="store_true", help="use no model: template summaries only")
+    parser.add_argument("--remote", metavar="URL", help="OpenAI-compatible endpoint that drives the explorer")
+    parser.add_argument("--remote-model", default="default", help="model name for --remote")
+    parser.add_argument("--runbook", help="a runbook template name or a .flow file, instead of retrieval")
+    parser.add_argument("--generate-runbook", action="store_true",
+                        help="let the bundle's code expert write the runbook under the DSL grammar (validated; the "
+                             "knowledge base's template when it fails)")
+
+
 def report(analysis: Any, *, top: int) -> dict[str, Any]:
-    """The JSON report of one analysis: ranked causes with evidence, diagnosis, findings, timings."""
+    """The JSON of one `director.analysis` result: ranked causes with evidence, diagnosis, timings.
+
+    Kept for callers of the in-process analysis path; `flipmoe rca` itself writes `RcaReport`s.
+    """
     from director.toolkits.findings import to_json
 
     causes = []
     for rank, cause in enumerate(analysis.localization.root_causes[:top], start=1):
         causes.append({
             "rank": rank, "service": cause.service, "pod": cause.pod, "node": cause.node,
-            "score": round(cause.score, 4), "modality_scores": {k: round(v, 3) for k, v in cause.modality_scores.items()},
+            "score": round(cause.score, 4),
+            "modality_scores": {k: round(v, 3) for k, v in cause.modality_scores.items()},
             "evidence": [{"modality": s.modality, "role": s.role, "strength": round(s.strength, 3),
                           "summary": s.summary, "reference": to_json(dict(s.evidence))} for s in cause.evidence],
         })
@@ -52,35 +78,123 @@ def report(analysis: Any, *, top: int) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from director.analysis import analyse_incident
     from eval.localization import find_incidents
-    from flipmoe.telemetry import read_incident
 
     directories = [d for path in args.incidents for d in find_incidents(path)]
-    for directory in directories:
-        incident = read_incident(directory, config=args.config_obj.telemetry)
-        result = report(analyse_incident(incident), top=args.top)
-        if args.out:
-            target = Path(args.out) / incident.id
-            target.mkdir(parents=True, exist_ok=True)
-            (target / "report.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        if args.json:
-            print(json.dumps(result))
-        else:
-            _print(result, incident.meta.alert)
-    return 0
+    bundle = find_bundle(args, build=False)
+    return run_director(directories, args, bundle=bundle)
 
 
-def _print(result: dict[str, Any], alert: str) -> None:
-    print(f"incident {result['incident']}: {alert}")
-    for cause in result["root_causes"]:
-        where = " / ".join(x for x in (cause["service"], cause["pod"], cause["node"]) if x)
-        print(f"  {cause['rank']}. {where}  (score {cause['score']:.2f})")
-        for item in cause["evidence"][:3]:
-            print(f"       - [{item['modality']}] {item['summary']}")
-    if result["fault_type"]:
-        print(f"  fault type: {result['fault_type']} (confidence {result['fault_type_confidence']:.2f}; "
-              f"{', '.join(result['fault_type_reasons'])})")
-    for note in result["notes"][:6]:
-        print(f"  note: {note}")
-    print(f"  analysed in {sum(result['timings_s'].values()):.2f} s using {', '.join(result['modalities_used'])}")
+def find_bundle(args: argparse.Namespace, *, build: bool) -> Path | None:
+    """The bundle the run may use: --bundle, else the default one; with `build`, build it when missing."""
+    if args.no_model:
+        return None
+    try:
+        from flipmoe import bundle as bundles
+    except ImportError:
+        return None
+    if args.bundle:
+        return bundles.ensure_bundle(args.bundle, progress=True)
+    present = os.environ.get(bundles.BUNDLE_ENV) or bundles.packaged_bundle() or \
+        bundles.is_bundle(bundles.cache_dir() / "nano")
+    if not present and not build:
+        return None
+    try:
+        return bundles.ensure_bundle(progress=True)
+    except Exception as err:  # the model is optional: the report is written without it
+        print(f"flipmoe: no model bundle ({type(err).__name__}: {err}); continuing without the model",
+              file=sys.stderr)
+        return None
+
+
+def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: Path | None) -> int:
+    """Analyse every directory in one runtime; returns the exit code (2 when an incident was unreadable)."""
+    from director.actors.base import RunSettings
+    from director.director import Director
+    from director.runtime import LocalExecutor, RayExecutor, start_ray
+    from flipmoe.errors import FlipmoeInputError
+    from flipmoe.telemetry import read_incident
+
+    settings = RunSettings(bundle=bundle, remote_url=args.remote, remote_model=args.remote_model, top=args.top)
+    started_ray = False
+    if args.local:
+        executor: Any = LocalExecutor()
+    else:
+        import ray
+
+        if not ray.is_initialized():
+            _progress(f"starting Ray ({'cluster ' + args.address if args.address else 'local'})...")
+            start = time.perf_counter()
+            start_ray(address=args.address, num_cpus=args.workers)
+            started_ray = True
+            _progress(f"Ray ready in {time.perf_counter() - start:.1f} s")
+        executor = RayExecutor()
+    generator = None
+    if args.generate_runbook and bundle is not None:
+        from director.director import expert_runbook_generator
+
+        generator = expert_runbook_generator(bundle)
+    director = Director(executor, settings=settings, runbook=args.runbook, generator=generator)
+    code = 0
+    try:
+        for position, directory in enumerate(directories, start=1):
+            prefix = f"[{position}/{len(directories)}] {directory.name}"
+            try:
+                incident = read_incident(directory, config=args.config_obj.telemetry)
+            except FlipmoeInputError as err:
+                print(f"flipmoe: error: {err}", file=sys.stderr)
+                code = 2
+                continue
+            _progress(f"{prefix}: analysing ({', '.join(incident.modalities) or 'no telemetry'})...")
+            result = director.analyse(incident)
+            paths = write(result, incident, Path(args.out) / incident.id)
+            if args.json:
+                print(result.model_dump_json())
+            else:
+                print_summary(result)
+            _progress(f"{prefix}: {result.timings_s.get('total', 0.0):.1f} s, runbook {result.runbook.name}; "
+                      f"report: {paths.get('html', paths['json'])}")
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    return code
+
+
+def write(result: Any, incident: Any, out_dir: Path) -> dict[str, Path]:
+    """report.json, .md and .html (the renderers); report.json alone when the renderers fail."""
+    try:
+        from director.render import write_report
+
+        return write_report(result, incident, out_dir)
+    except Exception as err:  # a broken renderer must not lose the analysis
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "report.json"
+        path.write_text(result.to_json() + "\n", encoding="utf-8")
+        print(f"flipmoe: could not render report.md/.html ({type(err).__name__}: {err}); wrote {path}",
+              file=sys.stderr)
+        return {"json": path}
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def print_summary(result: Any) -> None:
+    print(f"incident {result.incident}: {result.alert}")
+    for cause in result.root_causes:
+        where = " / ".join(x for x in (cause.service, cause.pod, cause.node) if x)
+        verified = {True: ", verified", False: ", no supporting evidence", None: ""}[cause.verified]
+        print(f"  {cause.rank}. {where}  (score {cause.score:.2f}{verified})")
+        for item in cause.evidence[:3]:
+            print(f"       - [{item.modality}] {item.summary}")
+    top = result.root_causes[0] if result.root_causes else None
+    if top is not None and top.fault_type:
+        print(f"  fault type: {top.fault_type} (confidence {top.fault_type_confidence:.2f})")
+    print(f"  summary: {result.summary}")
+    for gap in result.gaps[:6]:
+        print(f"  gap: {gap.what}: {gap.reason}")
+    print(f"  analysed in {result.timings_s.get('total', 0.0):.2f} s with runbook {result.runbook.name} "
+          f"({result.runbook.backtracks} back-tracks) using {', '.join(result.modalities_used) or 'nothing'}")
+

@@ -1,0 +1,123 @@
+"""End-to-end RCA latency and accuracy of the Director on a warm Ray runtime, next to its baselines.
+
+Per data set (chaos webshop and ticketing incidents from seeds never used in development, and the
+28 faults of the shared TrainTicket day when ../shared/data is present), in one run:
+
+- the Director on a warm local Ray (incident in the object store, steps as tasks, runbook from the
+  knowledge base, no model), the same Director in-process, and the localisation toolkit alone
+  (`director.analysis.analyse_incident`): A@1/3/5, MRR, fault-type accuracy and p50/p95 seconds per
+  incident (reading the incident excluded), via `eval.localization.evaluate`;
+- the Director's per-stage breakdown on Ray: p50 / p95 seconds of every step, of planning (triage +
+  retrieval) and of the total.
+
+    python benchmarks/bench_rca.py [--per-system 10] [--systems webshop,ticketing] [--seed 810000] [--workers 2]
+                                   [--limit N] [--keep DIR] [--no-nezha]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.localization import analysis_ranker, evaluate, find_incidents, format_table
+
+SHARED_NEZHA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nezha-trainticket"
+STAGES = ("planning", "triage", "metrics", "traces", "logs", "events", "explorer", "rank", "check", "diagnosis",
+          "queries", "summary", "report", "total")
+
+
+def director_ranker(executor: Any, timings: list[dict[str, float]]) -> Any:
+    from director.actors.base import RunSettings
+    from director.director import Director
+
+    # as many entries as the toolkit ranker gives (20), for a fair MRR
+    director = Director(executor, settings=RunSettings(top=20))
+
+    def rank(incident: Any) -> tuple[list[dict[str, Any]], str | None]:
+        report = director.analyse(incident)
+        timings.append(report.timings_s)
+        ranking = [{"service": c.service, "pod": c.pod, "node": c.node, "score": c.score} for c in report.root_causes]
+        return ranking, report.root_causes[0].fault_type if report.root_causes else None
+
+    return rank
+
+
+def stage_table(timings: list[dict[str, float]]) -> str:
+    values: dict[str, list[float]] = defaultdict(list)
+    for record in timings:
+        for stage, seconds in record.items():
+            values[stage].append(seconds)
+    lines = [f"{'stage':<12} {'n':>4} {'p50 s':>8} {'p95 s':>8}"]
+    for stage in [s for s in STAGES if s in values] + sorted(set(values) - set(STAGES)):
+        v = np.array(values[stage])
+        lines.append(f"{stage:<12} {len(v):>4} {np.percentile(v, 50):>8.3f} {np.percentile(v, 95):>8.3f}")
+    return "\n".join(lines)
+
+
+def run(name: str, directory: Path, ray_executor: Any, *, limit: int | None) -> None:
+    from director.runtime import LocalExecutor
+
+    incidents = find_incidents(directory)[:limit]
+    ray_timings: list[dict[str, float]] = []
+    rankers = {"director on Ray (warm)": director_ranker(ray_executor, ray_timings),
+               "director in-process": director_ranker(LocalExecutor(), []),
+               "localisation toolkit alone": analysis_ranker()}
+    start = time.perf_counter()
+    scores = evaluate(incidents, rankers)
+    print(f"\n== {name}: {len(incidents)} incidents, evaluated in {time.perf_counter() - start:.0f} s")
+    print(format_table(scores))
+    print(f"\nper-stage seconds, director on Ray ({name}):")
+    print(stage_table(ray_timings))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-system", type=int, default=10, help="chaos incidents per system")
+    parser.add_argument("--systems", default="webshop,ticketing")
+    parser.add_argument("--seed", type=int, default=810_000, help="seed base, never used during development")
+    parser.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument("--keep", help="keep the corpora in this directory (and reuse them when complete)")
+    parser.add_argument("--no-nezha", action="store_true", help="skip the TrainTicket day")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many incidents per data set")
+    args = parser.parse_args()
+    from data_pipeline.chaos import generate_corpus
+    from director.runtime import RayExecutor, start_ray
+
+    start = time.perf_counter()
+    start_ray(num_cpus=args.workers)
+    print(f"Ray started in {time.perf_counter() - start:.1f} s ({args.workers} CPUs)", file=sys.stderr)
+    executor = RayExecutor()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.keep or tmp)
+        corpora: list[tuple[str, Path]] = []
+        for offset, system in enumerate(s for s in args.systems.split(",") if s):
+            out = root / system
+            seed = args.seed + 1000 * offset
+            if not (out.is_dir() and len(list(out.glob("*/incident.json"))) == args.per_system):
+                generate_corpus(system, args.per_system, seed=seed, out=out, workers=1)
+            corpora.append((f"chaos {system} (seed {seed})", out))
+        if SHARED_NEZHA.is_dir() and not args.no_nezha:
+            from flipmoe.importers.nezha import import_nezha
+
+            nezha = root / "nezha"
+            if not (nezha.is_dir() and any(nezha.glob("*/incident.json"))):
+                import_nezha(SHARED_NEZHA, nezha, overwrite=True)
+            corpora.append(("real TrainTicket day (Nezha, 28 faults)", nezha))
+        warm = find_incidents(corpora[0][1])[0]
+        from director.director import Director
+        from flipmoe.telemetry import read_incident
+
+        Director(executor).analyse(read_incident(warm))  # workers start and import once, outside the figures
+        for name, directory in corpora:
+            run(name, directory, executor, limit=args.limit)
+
+
+if __name__ == "__main__":
+    main()

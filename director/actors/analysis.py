@@ -1,0 +1,346 @@
+"""Actors over the analysis toolkits: triage, one per modality, localisation, verification, diagnosis.
+
+They run the same toolkit code as `director.analysis.analyse_incident`, split into steps so that a
+runbook can order them, run them in parallel and back-track between hypotheses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from pydantic import Field
+
+from director.actors.base import ActorContext, ActorInput, ActorOutput, actor
+from director.actors.schemas import (
+    EventsOutput,
+    ExploreOutput,
+    LocalizeOutput,
+    LogsOutput,
+    MetricsOutput,
+    ModalityOutput,
+    Suspect,
+    TracesOutput,
+    evidence_of,
+    suspect_of,
+)
+from director.analysis import _edges, _service_of_pod, localize
+from director.report import Evidence, Finding, Gap
+from director.toolkits.diagnose import diagnose
+from director.toolkits.events import analyse_events
+from director.toolkits.localize import RootCause, Signal
+from director.toolkits.logs import analyse_logs
+from director.toolkits.metrics import analyse_metrics, reference_split_time
+from director.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
+from director.toolkits.traces import analyse_traces
+from flipmoe.telemetry.incident import Incident
+
+_FINDINGS_KEPT = 10
+
+# Symptom words of the alert, from a fixed vocabulary: only these (never free text from the
+# telemetry) steer the choice of runbook, so log lines cannot talk the Director into a plan.
+_ALERT_SYMPTOMS = {
+    "latency": r"latenc|slow|p9[59]|p50|timeout|timed out|response time|duration",
+    "errors": r"error|5\d\d|fail|exception|unavailable|refused",
+    "saturation": r"cpu|memory|mem\b|disk|i/o|saturat|throttl|oom|heap|load",
+    "change": r"deploy|rollout|release|config|version|upgrade",
+    "availability": r"crash|restart|down\b|unreachable|not ready|evict",
+}
+_FAILURE_REASONS = re.compile(r"oom|backoff|crash|fail|unhealthy|evict|notready|kill|error", re.IGNORECASE)
+_CHANGE_KINDS = {"deploy", "config_change", "change", "rollout", "release"}
+
+
+# ------------------------------------------------------------------------------------------ triage
+
+
+class TriageInput(ActorInput):
+    top: int = Field(default=5, ge=1, description="how many first-symptom services to name")
+
+
+class TriageOutput(ActorOutput):
+    modalities: list[str] = Field(default_factory=list, description="telemetry the incident has")
+    missing: list[str] = Field(default_factory=list)
+    services: list[str] = Field(default_factory=list)
+    alert_services: list[str] = Field(default_factory=list, description="services the alert names")
+    symptoms: list[str] = Field(default_factory=list,
+                                description="symptom tags of the alert and the first look at the telemetry")
+    suspects: list[str] = Field(default_factory=list, description="services where the first symptoms show")
+
+    def brief(self) -> str:
+        return f"{', '.join(self.modalities) or 'no telemetry'}; symptoms: {', '.join(self.symptoms) or 'none'}"
+
+
+@actor("triage", TriageInput, TriageOutput,
+       "the alert and a first look at the telemetry: modalities, symptom tags, first suspects")
+def triage(ctx: ActorContext, args: TriageInput) -> TriageOutput:
+    incident = ctx.incident
+    present = [m for m in ("metrics", "traces", "logs", "events")
+               if incident.telemetry.table("spans" if m == "traces" else m) is not None]
+    services = incident.telemetry.services()
+    alert = incident.meta.alert.lower()
+    symptoms = [tag for tag, pattern in _ALERT_SYMPTOMS.items() if re.search(pattern, alert)]
+    named = [s for s in services if re.search(rf"(?<![\w-]){re.escape(s.lower())}(?![\w-])", alert)]
+    split = reference_split_time(incident.meta)
+    first: dict[str, float] = {}
+    for tag, scores in (("error-burst", _error_burst(incident, split)), ("slow-traces", _slow_traces(incident, split)),
+                        ("failure-events", _failure_events(incident))):
+        if scores:
+            symptoms.append(tag)
+            for service, score in scores.items():
+                first[service] = max(first.get(service, 0.0), score)
+    if incident.events is not None and incident.events["kind"].str.lower().isin(_CHANGE_KINDS).any():
+        symptoms.append("recent-change")
+    suspects = [s for s, _ in sorted(first.items(), key=lambda kv: (-kv[1], kv[0]))][: args.top]
+    missing = [m for m in ("metrics", "traces", "logs", "events") if m not in present]
+    return TriageOutput(modalities=present, missing=missing, services=services, alert_services=named,
+                        symptoms=list(dict.fromkeys(symptoms)), suspects=suspects)
+
+
+def _error_burst(incident: Incident, split: pd.Timestamp) -> dict[str, float]:
+    """Services whose error-level log rate after `split` is at least twice the rate before."""
+    logs = incident.logs
+    if logs is None or logs.empty:
+        return {}
+    errors = logs[logs["level"].astype(str).str.upper().isin(("ERROR", "FATAL"))]
+    return _rate_ratios(errors, split, incident, min_count=5, min_ratio=2.0)
+
+
+def _slow_traces(incident: Incident, split: pd.Timestamp) -> dict[str, float]:
+    spans = incident.spans
+    if spans is None or spans.empty:
+        return {}
+    before, after = spans[spans["start"] < split], spans[spans["start"] >= split]
+    if before.empty or after.empty:
+        return {}
+    p95_before = before.groupby("service")["duration"].quantile(0.95)
+    p95_after = after.groupby("service")["duration"].quantile(0.95)
+    ratio = (p95_after / p95_before.where(p95_before > 0)).dropna()
+    return {str(s): float(r) for s, r in ratio[ratio >= 1.5].items()}
+
+
+def _failure_events(incident: Incident) -> dict[str, float]:
+    events = incident.events
+    if events is None or events.empty:
+        return {}
+    failing = events[events["reason"].astype(str).str.contains(_FAILURE_REASONS)]
+    return {str(s): 1.0 for s in failing["service"].dropna().unique()}
+
+
+def _rate_ratios(rows: pd.DataFrame, split: pd.Timestamp, incident: Incident, *, min_count: int,
+                 min_ratio: float) -> dict[str, float]:
+    start, end = incident.meta.window.start, incident.meta.window.end
+    minutes_before = max((split - start).total_seconds() / 60, 1.0)
+    minutes_after = max((end - split).total_seconds() / 60, 1.0)
+    before = rows[rows["timestamp"] < split].groupby("service").size() / minutes_before
+    after_counts = rows[rows["timestamp"] >= split].groupby("service").size()
+    ratio = (after_counts / minutes_after) / (before.reindex(after_counts.index).fillna(0.0) + 0.5 / minutes_before)
+    keep = (after_counts >= min_count) & (ratio >= min_ratio)
+    return {str(s): float(r) for s, r in ratio[keep].items()}
+
+
+# --------------------------------------------------------------------------------- modality steps
+
+
+class ModalityInput(ActorInput):
+    pass
+
+
+def _findings(signals: list[Signal], modality: str) -> list[Finding]:
+    strongest = sorted(signals, key=lambda s: -s.strength)[:_FINDINGS_KEPT]
+    return [Finding(modality=modality, summary=s.summary, strength=round(float(s.strength), 4),
+                    reference=evidence_of(s).reference | {"service": s.service, "pod": s.pod}) for s in strongest]
+
+
+def _modality_step(ctx: ActorContext, modality: str, output: Callable[..., ModalityOutput], table: str,
+                   analyse: Callable[[Incident], Any], to_signals: Callable[[Any], list[Signal]],
+                   count: Callable[[Any], int]) -> Any:
+    if ctx.incident.telemetry.table(table) is None:
+        return output(modality=modality, available=False,
+                      gaps=[Gap(what=modality, reason=f"the incident has no {modality}: analysed without them")])
+    report = analyse(ctx.incident)
+    signals = to_signals(report)
+    return output(modality=modality, report=report, signals=signals, findings=_findings(signals, modality),
+                  anomalies=count(report), notes=list(report.notes))
+
+
+@actor("analyse_metrics", ModalityInput, MetricsOutput,
+       "metric anomaly detection against the baseline or the pre-alert history")
+def analyse_metrics_step(ctx: ActorContext, args: ModalityInput) -> MetricsOutput:
+    return _modality_step(ctx, "metrics", MetricsOutput, "metrics", analyse_metrics, metric_signals,  # type: ignore[no-any-return]
+                          lambda r: len(r.anomalies))
+
+
+@actor("analyse_traces", ModalityInput, TracesOutput,
+       "trace analysis: exclusive time, error origins, missing and added calls")
+def analyse_traces_step(ctx: ActorContext, args: ModalityInput) -> TracesOutput:
+    return _modality_step(ctx, "traces", TracesOutput, "spans", analyse_traces, trace_signals,  # type: ignore[no-any-return]
+                          lambda r: len(r.anomalies))
+
+
+@actor("analyse_logs", ModalityInput, LogsOutput, "log template mining and comparison with the reference")
+def analyse_logs_step(ctx: ActorContext, args: ModalityInput) -> LogsOutput:
+    return _modality_step(ctx, "logs", LogsOutput, "logs", analyse_logs, log_signals,  # type: ignore[no-any-return]
+                          lambda r: len(r.findings))
+
+
+@actor("analyse_events", ModalityInput, EventsOutput, "Kubernetes failure events, deploys and config changes")
+def analyse_events_step(ctx: ActorContext, args: ModalityInput) -> EventsOutput:
+    service_of_pod = ctx.cached("service_of_pod", lambda: _service_of_pod(ctx.incident))
+    return _modality_step(ctx, "events", EventsOutput, "events", analyse_events,  # type: ignore[no-any-return]
+                          lambda r: event_signals(r, service_of_pod=service_of_pod), lambda r: len(r.findings))
+
+
+# ------------------------------------------------------------------------------------ localisation
+
+
+class LocalizeInput(ActorInput):
+    metrics: MetricsOutput | None = None
+    traces: TracesOutput | None = None
+    logs: LogsOutput | None = None
+    events: EventsOutput | None = None
+    hints: ExploreOutput | None = Field(default=None, description="the explorer's answer: a tie-breaker among "
+                                                                  "suspects with supporting evidence, nothing more")
+    top: int = Field(default=10, ge=1)
+    hint_weight: float = Field(default=0.05, ge=0.0, le=0.5)
+
+
+def _analyses(args: Any) -> list[ModalityOutput]:
+    return [o for o in (args.metrics, args.traces, args.logs, args.events) if o is not None and o.available]
+
+
+@actor("localize", LocalizeInput, LocalizeOutput,
+       "rank (service, pod, node) suspects from every modality's signals over the call graph")
+def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
+    analyses = _analyses(args)
+    signals = [s for o in analyses for s in o.signals]
+    modalities = [o.modality for o in analyses]
+    localization = localize(ctx.incident, signals, modalities=modalities)
+    causes = list(localization.root_causes)
+    decisions: list[tuple[str, str]] = []
+    if args.hints is not None and args.hints.finished:
+        causes, decisions = _apply_hints(causes, args.hints, signals, args.hint_weight)
+    top = max(ctx.settings.top or 0, args.top)
+    return LocalizeOutput(suspects=[suspect_of(c, i) for i, c in enumerate(causes[:top], start=1)],
+                          localization=localization, modalities=modalities, notes=list(localization.notes),
+                          decisions=decisions)
+
+
+def _apply_hints(causes: list[RootCause], hints: ExploreOutput, signals: list[Signal], weight: float
+                 ) -> tuple[list[RootCause], list[tuple[str, str]]]:
+    """Nudge suspects the explorer named, but only those with supporting evidence of their own."""
+    supported = {s.service for s in signals if s.strength >= 0.5}
+    bonus: dict[str, float] = {}
+    decisions = []
+    for rank, cause in enumerate(hints.root_causes, start=1):
+        service = cause.service
+        if not service or service in bonus:
+            continue
+        if service in supported:
+            bonus[service] = 1.0 + weight / rank
+            decisions.append(("hypothesis", f"explorer proposed {service} (rank {rank}); it has supporting "
+                                            "evidence, so it counts as a tie-breaker"))
+        else:
+            decisions.append(("guardrail", f"explorer proposed {service} (rank {rank}) without supporting "
+                                           "evidence in any modality: ignored"))
+    if not bonus:
+        return causes, decisions
+    rescored = sorted(causes, key=lambda c: (-c.score * bonus.get(c.service, 1.0), c.service, c.pod or ""))
+    return rescored, decisions
+
+
+# ------------------------------------------------------------------------------------ verification
+
+
+class VerifyInput(ActorInput):
+    suspect: Suspect
+    metrics: MetricsOutput | None = None
+    traces: TracesOutput | None = None
+    logs: LogsOutput | None = None
+    events: EventsOutput | None = None
+    min_strength: float = Field(default=0.3, ge=0.0, le=1.0,
+                                description="a signal this strong at the suspect supports it")
+
+
+class VerifyOutput(ActorOutput):
+    suspect: Suspect
+    verified: bool
+    supporting: list[Evidence] = Field(default_factory=list)
+    modalities: list[str] = Field(default_factory=list, description="modalities with supporting evidence")
+
+    def has_evidence(self) -> bool:
+        return self.verified
+
+    def brief(self) -> str:
+        if not self.verified:
+            return f"{self.suspect.label}: no supporting evidence"
+        return f"{self.suspect.label}: supported by {', '.join(self.modalities)}"
+
+
+@actor("verify", VerifyInput, VerifyOutput,
+       "does the suspect have supporting evidence of its own in at least one modality?")
+def verify(ctx: ActorContext, args: VerifyInput) -> VerifyOutput:
+    suspect = args.suspect
+    support = [s for o in _analyses(args) for s in o.signals
+               if s.service == suspect.service and s.strength >= args.min_strength
+               and (suspect.pod is None or s.pod in (None, suspect.pod))]
+    support.sort(key=lambda s: -s.strength)
+    return VerifyOutput(suspect=suspect, verified=bool(support), supporting=[evidence_of(s) for s in support[:8]],
+                        modalities=sorted({s.modality for s in support}))
+
+
+# --------------------------------------------------------------------------------------- diagnosis
+
+
+class DiagnoseInput(ActorInput):
+    suspect: Suspect | None
+    rank: LocalizeOutput | None = None
+    metrics: MetricsOutput | None = None
+    traces: TracesOutput | None = None
+    logs: LogsOutput | None = None
+    events: EventsOutput | None = None
+
+
+class DiagnoseOutput(ActorOutput):
+    service: str | None = None
+    fault_type: str | None = None
+    confidence: float | None = None
+    reasons: list[str] = Field(default_factory=list)
+    scores: dict[str, float] = Field(default_factory=dict)
+
+    def has_evidence(self) -> bool:
+        return self.fault_type is not None
+
+    def brief(self) -> str:
+        return f"{self.fault_type} ({self.confidence:.2f})" if self.fault_type else "no diagnosis"
+
+
+@actor("diagnose", DiagnoseInput, DiagnoseOutput, "the fault type at the suspect, with its reasons")
+def diagnose_step(ctx: ActorContext, args: DiagnoseInput) -> DiagnoseOutput:
+    if args.suspect is None:
+        return DiagnoseOutput(gaps=[Gap(what="diagnosis", reason="no suspect to diagnose")])
+    cause = _root_cause(args.suspect, args.rank)
+    use = {o.modality for o in _analyses(args)}
+    callers = [a for a, b in _edges(ctx.incident, use) if b == cause.service]
+    def report(output: ModalityOutput | None) -> Any:
+        return getattr(output, "report", None)
+
+    result = diagnose(cause, metrics=report(args.metrics), traces=report(args.traces), logs=report(args.logs),
+                      events=report(args.events), topology=ctx.incident.topology, callers=callers)
+    if result is None:
+        return DiagnoseOutput(service=cause.service)
+    return DiagnoseOutput(service=cause.service, fault_type=result.fault_type, confidence=round(result.confidence, 4),
+                          reasons=list(result.reasons),
+                          scores={k: round(float(v), 4) for k, v in list(result.scores.items())[:5]})
+
+
+def _root_cause(suspect: Suspect, rank: LocalizeOutput | None) -> RootCause:
+    """The localisation's own entry for `suspect` (with its signals), or one rebuilt from the suspect."""
+    if rank is not None and rank.localization is not None:
+        for cause in rank.localization.root_causes:
+            if cause.service == suspect.service and cause.pod == suspect.pod:
+                return cause
+    return RootCause(service=suspect.service, pod=suspect.pod, node=suspect.node, score=suspect.score,
+                     anomaly=0.0, propagation=0.0, modality_scores=suspect.modality_scores, evidence=())
+

@@ -1,0 +1,141 @@
+"""Output schemas that several actors read (the per-modality analyses, suspects, the explorer's answer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf
+
+from director.actors.base import ActorOutput
+from director.report import Evidence, Finding
+from director.toolkits.events import EventReport
+from director.toolkits.findings import to_json
+from director.toolkits.localize import Localization, RootCause, Signal
+from director.toolkits.logs import LogReport
+from director.toolkits.metrics import MetricReport
+from director.toolkits.traces import TraceReport
+
+# Toolkit results are frozen dataclasses: `InstanceOf` checks their type without re-validating (and
+# copying) every field, which pydantic would otherwise do for dataclasses.
+
+
+class Suspect(BaseModel):
+    """A ranked (service, pod, node) with the evidence the localisation weighed for it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rank: int
+    service: str
+    pod: str | None = None
+    node: str | None = None
+    score: float
+    modality_scores: dict[str, float] = Field(default_factory=dict)
+    evidence: list[Evidence] = Field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return " / ".join(x for x in (self.service, self.pod, self.node) if x)
+
+
+def evidence_of(signal: Signal) -> Evidence:
+    reference: dict[str, Any] = to_json(dict(signal.evidence))
+    if signal.start is not None:
+        reference.setdefault("start", to_json(signal.start))
+    return Evidence(modality=signal.modality, role=signal.kind or signal.role,  # type: ignore[arg-type]
+                    summary=signal.summary, strength=round(float(signal.strength), 4), reference=reference)
+
+
+def suspect_of(cause: RootCause, rank: int) -> Suspect:
+    return Suspect(rank=rank, service=cause.service, pod=cause.pod, node=cause.node, score=round(cause.score, 4),
+                   modality_scores={k: round(v, 4) for k, v in cause.modality_scores.items()},
+                   evidence=[evidence_of(s) for s in cause.evidence])
+
+
+class ModalityOutput(ActorOutput):
+    """One modality's analysis: the toolkit's report, its localisation signals, readable findings."""
+
+    modality: str
+    available: bool = True
+    """False when the incident has no such telemetry (or the toolkit failed)."""
+    signals: list[InstanceOf[Signal]] = Field(default_factory=list)
+    findings: list[Finding] = Field(default_factory=list)
+    """The strongest findings, for the report."""
+    anomalies: int = 0
+    """How many findings the toolkit reported."""
+    notes: list[str] = Field(default_factory=list, description="what the toolkit compared, and what it skipped")
+
+    def has_evidence(self) -> bool:
+        return bool(self.signals)
+
+    def brief(self) -> str:
+        if not self.available:
+            return f"no {self.modality}"
+        return f"{self.anomalies} findings, {len(self.signals)} signals"
+
+
+class MetricsOutput(ModalityOutput):
+    report: InstanceOf[MetricReport] | None = None
+
+
+class TracesOutput(ModalityOutput):
+    report: InstanceOf[TraceReport] | None = None
+
+
+class LogsOutput(ModalityOutput):
+    report: InstanceOf[LogReport] | None = None
+
+
+class EventsOutput(ModalityOutput):
+    report: InstanceOf[EventReport] | None = None
+
+
+class LocalizeOutput(ActorOutput):
+    suspects: list[Suspect] = Field(default_factory=list)
+    """Most likely first."""
+    localization: InstanceOf[Localization] | None = None
+    modalities: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+    def has_evidence(self) -> bool:
+        return bool(self.suspects)
+
+    def brief(self) -> str:
+        top = ", ".join(s.label for s in self.suspects[:3])
+        return f"top: {top}" if top else "no suspects"
+
+
+class ExplorerCause(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: str | None = None
+    pod: str | None = None
+    node: str | None = None
+    reason: str = ""
+
+
+class ToolCall(BaseModel):
+    """One call the explorer made and how long its observation was."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    ok: bool = True
+    observation_chars: int = 0
+
+
+class ExploreOutput(ActorOutput):
+    """The explorer's ranked answer (a proposal: it reaches the ranking only through verified evidence)."""
+
+    root_causes: list[ExplorerCause] = Field(default_factory=list)
+    calls: list[ToolCall] = Field(default_factory=list)
+    finished: bool = False
+    """True when the explorer ended with print_results."""
+    driver: str = ""
+
+    def has_evidence(self) -> bool:
+        return self.finished and bool(self.root_causes)
+
+    def brief(self) -> str:
+        answer = ", ".join(c.service or c.pod or c.node or "?" for c in self.root_causes[:3])
+        return f"{len(self.calls)} tool calls via {self.driver or 'no driver'}; answer: {answer or 'none'}"
