@@ -1,0 +1,69 @@
+"""`flipmoe serve`: the HTTP API on Ray Serve (incident jobs, experts, OpenAI-compatible chat)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="run the HTTP API on Ray Serve",
+        description="Serve incident analysis (POST /v1/incidents), routed and per-expert generation and an "
+                    "OpenAI-compatible /v1/chat/completions on a local Ray (or a cluster with --address). "
+                    "Bearer tokens come from --token or FLIPMOE_API_TOKENS; they are required when listening "
+                    "beyond localhost unless --auth off.")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    parser.add_argument("--bundle", help="model bundle directory (default: the nano bundle)")
+    parser.add_argument("--no-model", action="store_true", help="serve incident analysis only, without experts")
+    parser.add_argument("--data-dir", default="flipmoe-serve", help="jobs database, uploads and reports")
+    parser.add_argument("--token", help="accepted bearer token(s), comma-separated")
+    parser.add_argument("--auth", choices=("auto", "on", "off"), default="auto",
+                        help="bearer-token authentication (auto: on unless listening on localhost)")
+    parser.add_argument("--workers", type=int, default=2, help="job threads in the ingress replica (default 2)")
+    parser.add_argument("--director-replicas", type=int, default=1, help="Director replicas (default 1)")
+    parser.add_argument("--allow-server-paths", metavar="ROOT",
+                        help="accept {\"path\": ...} submissions of incident directories under ROOT")
+    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ray import serve
+
+    from director.runtime import start_ray
+
+    from flipmoe.serve.app import ServeSettings, api_tokens
+    from flipmoe.serve.deployments import build_application
+
+    settings = ServeSettings(data_dir=Path(args.data_dir).resolve(), tokens=api_tokens(args.token), auth=args.auth,
+                             host=args.host, workers=args.workers,
+                             allow_server_paths=bool(args.allow_server_paths),
+                             server_path_root=Path(args.allow_server_paths).resolve() if args.allow_server_paths
+                             else None)
+    if settings.auth_required and not settings.tokens:
+        from flipmoe.errors import FlipmoeInputError
+
+        raise FlipmoeInputError(f"listening on {args.host} requires a bearer token",
+                                hint="pass --token or set FLIPMOE_API_TOKENS (or --auth off deliberately)")
+    bundle = None
+    if not args.no_model:
+        from flipmoe.bundle import ensure_bundle
+
+        bundle = ensure_bundle(Path(args.bundle) if args.bundle else None,
+                               progress=lambda line: print(line, file=sys.stderr, flush=True))
+    start_ray(address=args.address)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas),
+              name="flipmoe", route_prefix="/")
+    print(f"flipmoe serving on http://{args.host}:{args.port} (bundle: {bundle or 'none'}; "
+          f"auth {'on' if settings.auth_required else 'off'}); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0
