@@ -262,6 +262,9 @@ class _StopSequences(StoppingCriteria):
 def _atomic(path: Path, write: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is meant to be shared and served
     try:
         write(tmp)
         os.replace(tmp, path)

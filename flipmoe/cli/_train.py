@@ -2,7 +2,8 @@
 
 `train diagnosis` regenerates the chaos-gym training corpus in memory, extracts the diagnosis
 features through the analysis path and fits the fault-type model shipped as
-`director/toolkits/diagnosis_model.json`.
+`director/toolkits/diagnosis_model.json`. `train tokenizer` and `train expert` build a modality
+expert's own tokenizer, and the whole expert, from its family's data (`experts.build`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,13 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
+
+from experts.megatron.cli import add_megatron_arguments  # argparse only: neither torch nor megatron
+
+DEFAULT_EXPERTS_DIR = Path("build") / "experts"
+"""Where `train tokenizer` and `train expert` write when no --out is given (one folder per expert)."""
+_BACKENDS = ("hf", "megatron")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +46,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 "director/toolkits/diagnosis_model.json)")
     diagnosis.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     diagnosis.set_defaults(handler=_diagnosis)
+
+    tokenizer = commands.add_parser(
+        "tokenizer", help="train an expert's own sentencepiece tokenizer",
+        description="Build the expert family's corpus (chaos gym, and the real data in ../shared/data when present) "
+                    "and train its sentencepiece tokenizer with the family's settings. Writes DIR/tokenizer.model.")
+    tokenizer.add_argument("--expert", required=True, metavar="NAME",
+                           help="expert family (logs, metrics, traces, code)")
+    tokenizer.add_argument("--out", metavar="DIR", help=f"output folder (default {DEFAULT_EXPERTS_DIR}/NAME)")
+    tokenizer.add_argument("--vocab-size", type=int, metavar="N", help="vocabulary size (default: the family's)")
+    tokenizer.set_defaults(handler=_tokenizer)
+
+    expert = commands.add_parser(
+        "expert", help="train a modality expert (tokenizer, decoder, task fine-tuning, scores)",
+        description="Train the expert family's tokenizer and decoder on its own data: pretraining with the family's "
+                    "objective, then task fine-tuning; scores it on held-out tasks against the untrained model and "
+                    "the rule baseline, and writes a self-describing checkpoint (config.yaml, tokenizer.model, "
+                    "model.safetensors, card.json, loss curve). '--expert all' builds the four default experts into "
+                    "OUT/<name>/ (nano: at most 15 minutes on two CPU cores).")
+    expert.add_argument("--expert", required=True, metavar="NAME",
+                        help="expert family (logs, metrics, traces, code) or 'all'")
+    expert.add_argument("--preset", default="nano", metavar="NAME", help="model and training preset (default nano)")
+    expert.add_argument("--out", metavar="DIR",
+                        help=f"checkpoint folder (default {DEFAULT_EXPERTS_DIR}/NAME; with 'all', the parent folder, "
+                             f"default {DEFAULT_EXPERTS_DIR})")
+    expert.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default: the preset's)")
+    expert.add_argument("--resume", action="store_true", help="continue from OUT/trainer_state/ of an interrupted run")
+    expert.add_argument("--backend", default="hf", metavar="NAME",
+                        help="training backend: hf (default; single process, transformers model) or megatron "
+                             "(megatron-core on CUDA GPUs: tensor/pipeline/data parallelism; infra/README.md)")
+    add_megatron_arguments(expert)
+    expert.add_argument("--quiet", action="store_true", help="no progress bar")
+    expert.set_defaults(handler=_expert)
 
 
 def _diagnosis(args: argparse.Namespace) -> int:
@@ -72,3 +112,63 @@ def _counts(text: str) -> tuple[int, ...]:
     except ValueError:
         raise FlipmoeInputError(f"--per-system {text!r} is not a number or a comma-separated list of numbers",
                                 hint="e.g. --per-system 64 or --per-system 160,96,48") from None
+
+
+def _tokenizer(args: argparse.Namespace) -> int:
+    from experts.build import build_tokenizer
+    from experts.registry import get_spec
+    from flipmoe.errors import FlipmoeInputError
+
+    spec = get_spec(args.expert)
+    if args.vocab_size is not None and args.vocab_size < 300:
+        raise FlipmoeInputError(f"--vocab-size {args.vocab_size} is too small", hint="use at least 300")
+    out = Path(args.out) if args.out else DEFAULT_EXPERTS_DIR / spec.family
+    started = time.perf_counter()
+    tokenizer = build_tokenizer(spec.family, vocab_size=args.vocab_size)
+    out.mkdir(parents=True, exist_ok=True)
+    path = tokenizer.save(out)
+    print(f"wrote {path} in {time.perf_counter() - started:.0f} s: {tokenizer.vocab_size} pieces "
+          f"({spec.tokenizer.model_type}, digits {'split' if spec.tokenizer.split_digits else 'kept whole'})")
+    return 0
+
+
+def _expert(args: argparse.Namespace) -> int:
+    from flipmoe.errors import FlipmoeInputError
+
+    if args.backend not in _BACKENDS:
+        raise FlipmoeInputError(f"unknown --backend {args.backend!r}", hint=f"available: {', '.join(_BACKENDS)}")
+    if args.steps is not None and args.steps < 1:
+        raise FlipmoeInputError(f"--steps must be at least 1, got {args.steps}")
+    if args.backend == "megatron":
+        from experts.megatron.cli import train_expert_megatron
+
+        return int(train_expert_megatron(args))
+    from experts.build import build_default_experts, build_expert, train_config
+    from experts.registry import EXPERT_FAMILIES, get_spec
+
+    train = {"steps": args.steps} if args.steps is not None else None
+    train_config(args.preset, train)  # a bad preset fails before any data is built
+    started = time.perf_counter()
+    if args.expert == "all":
+        out = Path(args.out) if args.out else DEFAULT_EXPERTS_DIR
+        experts = build_default_experts(out, preset=args.preset, train=train, resume=args.resume,
+                                        progress=not args.quiet)
+        dirs = {name: out / name for name in EXPERT_FAMILIES}
+    else:
+        family = get_spec(args.expert).family
+        out = Path(args.out) if args.out else DEFAULT_EXPERTS_DIR / family
+        experts = {family: build_expert(family, out_dir=out, preset=args.preset, train=train, resume=args.resume,
+                                        progress=not args.quiet)}
+        dirs = {family: out}
+    for name, expert in experts.items():
+        card = expert.card
+        scores = card["scores"]
+        print(f"wrote {dirs[name]} in {card['wall_s']:.0f} s: {card['parameters']:,} parameters, "
+              f"{card['training']['steps']} steps, {card['training']['tokens_seen']:,} tokens "
+              f"({card['training']['tokens_per_s']:,} tok/s), final loss {card['training']['final_loss']:.3f}")
+        for task, value in scores["expert"].items():
+            print(f"  {task:<22} expert {value:.3f}  untrained {scores['untrained'].get(task, float('nan')):.3f}  "
+                  f"rule {scores['rule'].get(task, float('nan')):.3f}")
+    if len(experts) > 1:
+        print(f"built {len(experts)} experts in {time.perf_counter() - started:.0f} s")
+    return 0
