@@ -17,12 +17,16 @@ from flipmoe.errors import FlipmoeInputError
 
 # Subcommand modules, in the order `--help` lists them.
 _COMMAND_MODULES = (
+    "flipmoe.cli._bundle",
     "flipmoe.cli._chaos",
+    "flipmoe.cli._demo",
+    "flipmoe.cli._data",
     "flipmoe.cli._eval",
     "flipmoe.cli._import",
     "flipmoe.cli._incident",
     "flipmoe.cli._logs",
     "flipmoe.cli._rca",
+    "flipmoe.cli._serve",
     "flipmoe.cli._train",
     "flipmoe.cli._version",
 )
