@@ -23,6 +23,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loc.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     loc.set_defaults(handler=_localization)
 
+    listing = commands.add_parser("list", help="the evaluation tasks: category, metric, size, source",
+                                  description="List the per-task harness's tasks with their category, metric, "
+                                              "largest held-out size and data source.")
+    listing.add_argument("--json", action="store_true", help="one JSON object per task")
+    listing.set_defaults(handler=_list)
+
+    run = commands.add_parser(
+        "run", help="run a task suite for one or more models; write JSON, Markdown and a radar chart",
+        description="Every model answers every task of the suite on its held-out items (chaos seeds >= 600000, "
+                    "LogHub lines of the held-out hash split). Writes results.json, predictions.jsonl, "
+                    "results.md and radar.png under --out, and prints the table and the run time.")
+    run.add_argument("--suite", default="all",
+                     help="all, experts, quick, a category, or comma-separated task names (default: all)")
+    run.add_argument("--model", action="append", dest="models", metavar="SPEC",
+                     help="rule | expert:DIR | bundle:DIR | dense:DIR | remote:URL#MODEL (repeatable; default: rule)")
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--incidents", type=int, default=20, help="held-out chaos incidents (default: 20)")
+    run.add_argument("--max-items", type=int, default=40, help="items per task at most (default: 40)")
+    run.add_argument("--loghub", help="folder of LogHub structured CSVs (default: the shared data's)")
+    run.add_argument("--contamination", action="store_true",
+                     help="also measure each task's overlap with the experts' training data (MinHash)")
+    run.add_argument("--prometheus", metavar="URL",
+                     help="Prometheus holding the held-out incidents' metrics: PromQL answers are executed there "
+                          "(default: $FLIPMOE_EVAL_PROMETHEUS; unset: parse check and canonical match only)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
+    run.set_defaults(handler=_run)
+
 
 def _localization(args: argparse.Namespace) -> int:
     from eval.localization import analysis_ranker, evaluate, find_incidents, format_table
@@ -43,4 +70,57 @@ def _localization(args: argparse.Namespace) -> int:
     else:
         print(f"{len(incidents)} incident(s) analysed; none has a label.json, so there is nothing to score",
               file=stream)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    import json
+
+    from eval.tasks import CATEGORIES, tasks
+
+    every = tasks()
+    if args.json:
+        for t in every:
+            print(json.dumps({"task": t.name, "category": t.category, "metric": t.metric, "size": t.size,
+                              "source": t.source, "input": t.input_format, "description": t.description}))
+        return 0
+    width = max(len(t.name) for t in every)
+    for category, title in CATEGORIES.items():
+        members = [t for t in every if t.category == category]
+        print(f"{title} ({len(members)})")
+        for t in members:
+            print(f"  {t.name:<{width}}  {t.metric:<28} <={t.size:<3} {t.source:<16} {t.description}")
+    print(f"{len(every)} tasks in {len(CATEGORIES)} categories")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import time
+
+    from eval.harness import markdown, run_suite, write_report
+    from eval.models import load_model
+    from eval.tasks import EvalConfig, EvalData, suite
+
+    if args.prometheus:
+        import os
+
+        from eval.tasks.queries import PROMETHEUS_ENV
+
+        os.environ[PROMETHEUS_ENV] = args.prometheus
+    started = time.perf_counter()
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    tasks = suite(args.suite)
+    models = [load_model(spec) for spec in (args.models or ["rule"])]
+    data = EvalData(EvalConfig(incidents=args.incidents, max_items=args.max_items, loghub=args.loghub))
+    run = run_suite(tasks, models, data=data, progress=say)
+    if args.contamination:
+        from eval.contamination import contamination, training_texts
+
+        say("contamination: building the experts' training texts")
+        report = contamination(run.items, training_texts())
+        run.contamination = {task: c.to_json() for task, c in report.items()}
+    run.seconds = time.perf_counter() - started
+    paths = write_report(run, args.out)
+    print(markdown(run))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
