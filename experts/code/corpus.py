@@ -14,7 +14,9 @@ from pathlib import Path
 
 from experts.sources import Sources
 
-PROJECT_PACKAGES = ("flipmoe", "director", "data_pipeline", "experts", "router", "eval")
+# `eval` is left out on purpose: its task generators hold evaluation items (SQL, PromQL references), and
+# the contamination check found them in this corpus when it was included.
+PROJECT_PACKAGES = ("flipmoe", "director", "data_pipeline", "experts", "router")
 MAX_FILE_CHARS = 40_000
 """Longer files (generated tables, data) are left out."""
 CODE_SYSTEMS = 6
