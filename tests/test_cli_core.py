@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import tiny_incident
+
 from flipmoe.cli import build_parser, main
 from flipmoe.telemetry import write_incident
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import START, tiny_incident
+
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import IncidentMeta, Telemetry, TimeWindow, normalise_table
 from flipmoe.telemetry.schema import normalise_level

@@ -2,8 +2,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import START, tiny_incident
+
 from director.analysis import AnalysisConfig, analyse_incident, analysis_summary
 from director.toolkits.events import analyse_events
 from director.toolkits.localize import Signal, rank_root_causes, squash

@@ -160,7 +160,8 @@ def test_failing_analysis_is_reported_not_lost(tmp_path: Path) -> None:
         raise RuntimeError("analysis exploded")
 
     with TestClient(create_app(ServeSettings(data_dir=tmp_path / "serve"), analyzer=broken)) as client:
-        answer = client.post("/v1/incidents", content=incident_tar(tmp_path), headers={"content-type": "application/gzip"})
+        answer = client.post("/v1/incidents", content=incident_tar(tmp_path),
+                             headers={"content-type": "application/gzip"})
         body = wait_done(client, answer.json()["id"])
         assert body["state"] == "failed" and "analysis exploded" in body["error"]
         assert client.get(f"/v1/incidents/{body['id']}/report.html").status_code == 404

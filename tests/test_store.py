@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import tiny_incident
+
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import read_incident, write_incident
 from flipmoe.telemetry.label import Label, load_label

@@ -35,7 +35,6 @@ def _run(args: argparse.Namespace) -> int:
     from ray import serve
 
     from director.runtime import start_ray
-
     from flipmoe.serve.app import ServeSettings, api_tokens
     from flipmoe.serve.deployments import build_application
 

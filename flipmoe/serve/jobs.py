@@ -132,7 +132,8 @@ class JobStore:
     def heartbeat(self, job_id: str, worker: str, progress: str) -> None:
         """Extend the lease of a running job and record its progress."""
         with self._connect() as db:
-            db.execute("UPDATE jobs SET progress = ?, lease_until = ? WHERE id = ? AND worker = ? AND state = 'running'",
+            db.execute("UPDATE jobs SET progress = ?, lease_until = ? "
+                       "WHERE id = ? AND worker = ? AND state = 'running'",
                        (progress, time.time() + self.lease_s, job_id, worker))
 
     def complete(self, job_id: str, worker: str, summary: dict[str, Any]) -> None:
