@@ -10,6 +10,7 @@ analysis toolkits use, and that is never written out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,3 +203,9 @@ def _distinct(items: Sequence[str]) -> list[str]:
 def _check(predictions: Sequence[str], items: Sequence[EvalItem]) -> None:
     if len(predictions) != len(items):
         raise ValueError(f"{len(predictions)} predictions for {len(items)} items")
+
+
+def first_rule_match(rules: Sequence[tuple[str, re.Pattern[str]]], items: Sequence[EvalItem],
+                     default: str) -> list[str]:
+    """Rule baseline of keyword classifiers: the label of the first rule matching each input, else `default`."""
+    return [next((label for label, rule in rules if rule.search(item.input)), default) for item in items]

@@ -23,6 +23,7 @@ from eval.tasks._core import (
     EvalItem,
     EvalTask,
     exact_scorer,
+    first_rule_match,
     macro_f1_scorer,
     mape_scorer,
     ranking_scorer,
@@ -393,7 +394,7 @@ _EVENT_RULES = (
 
 
 def _event_rule(items: Sequence[EvalItem]) -> list[str]:
-    return [next((c for c, rule in _EVENT_RULES if rule.search(item.input)), "benign") for item in items]
+    return first_rule_match(_EVENT_RULES, items, "benign")
 
 
 # --- the call graph -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import httpx
 
 from eval import metrics
-from eval.tasks._core import EvalItem, EvalTask, macro_f1_scorer, per_item
+from eval.tasks._core import EvalItem, EvalTask, first_rule_match, macro_f1_scorer, per_item
 from eval.tasks._data import EvalData
 from experts.sources import ChaosSample, balanced, digest
 
@@ -332,6 +332,6 @@ _DB_RULES = (
 
 
 def _db_rule(items: Sequence[EvalItem]) -> list[str]:
-    return [next((c for c, rule in _DB_RULES if rule.search(item.input)), "connection_refused") for item in items]
+    return first_rule_match(_DB_RULES, items, "connection_refused")
 
 
