@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessor
 
+from data_pipeline.tokenizer import Tokenizer, train_tokenizer
 from experts.config import ExpertConfig, TokenizerConfig, model_preset
 from experts.constrained import GrammarConstraint, JsonSchemaConstraint, RegexConstraint
 from experts.expert import Expert
-from experts.tokenizer import Tokenizer, train_tokenizer
 
 LOGHUB = Path(__file__).resolve().parents[2] / "shared" / "data" / "loghub"
 SCHEMA = {

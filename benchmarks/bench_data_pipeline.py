@@ -28,6 +28,7 @@ from data_pipeline.config import (
 )
 from data_pipeline.documents import modality_accuracy
 from data_pipeline.pipeline import build, summary
+from experts.registry import catalog
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -63,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="flipmoe-data-bench-")
     started, cpu_started = time.perf_counter(), time.process_time()
-    result = build(config(args.incidents, args.runner, args.workers, out))
+    result = build(config(args.incidents, args.runner, args.workers, out), families=catalog())
     total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     print(summary(result))
     setup = sum(s.seconds for s in result.stages if s.stage in ("classifiers", "eval_sets"))

@@ -61,7 +61,7 @@ def score_table(expert: Expert, sources: Sources) -> list[tuple[str, float, floa
 
 def throughput(expert: Expert, sources: Sources, *, steps: int, repeats: int) -> tuple[float, float, str]:
     """Best tokens/s of flipmoe's trainer and of HF's Trainer over `repeats` alternating runs."""
-    from experts.objectives import curriculum, objective_sequences
+    from data_pipeline.objectives import curriculum, objective_sequences
 
     spec = get_spec(expert.config.family)
     config = replace(expert.config.train, steps=steps, task_fraction=0.0, eval_every=0, checkpoint_every=0,

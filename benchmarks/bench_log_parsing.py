@@ -1,7 +1,7 @@
 """Log parsing accuracy and speed on the LogHub 2k samples: flipmoe's parser against plain drain3.
 
 For each system the Content column is parsed by
-- `flipmoe`: `director.toolkits.logs.LogParser` with its defaults (the same for every system),
+- `flipmoe`: `flipmoe.toolkits.logs.LogParser` with its defaults (the same for every system),
 - `drain3`: `drain3.TemplateMiner` with a default `TemplateMinerConfig` (no masking),
 and scored against EventTemplate with Grouping Accuracy (GA: a line is right when its predicted
 group holds exactly the lines of its true group) and Parsing Accuracy (PA: the predicted template
@@ -27,7 +27,7 @@ import pandas as pd
 from drain3 import TemplateMiner
 from drain3.template_miner_config import TemplateMinerConfig
 
-from director.toolkits.logs import LogParser, grouping_accuracy, parsing_accuracy
+from flipmoe.toolkits.logs import LogParser, grouping_accuracy, parsing_accuracy
 
 SYSTEMS = ("BGL", "HDFS", "HPC", "Hadoop", "Spark", "Thunderbird", "Windows", "Zookeeper")
 DEFAULT_DATA = Path("/work/shared/data/loghub")

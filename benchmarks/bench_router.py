@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
     args = parser.parse_args()
 
-    from flipmoe.bundle import ensure_bundle, heldout_requests, load_bundle, moe_answers, sources_of, training_answers
-    from flipmoe.model import FlipMoE
+    from router.bundle import ensure_bundle, heldout_requests, load_bundle, moe_answers, sources_of, training_answers
+    from router.moe import FlipMoE
     from router.oracle import default_scorer, generate_all, label_requests, split_records, task_budgets
     from router.train import per_task_scores, routing_figures, task_owners
 

@@ -213,7 +213,7 @@ class ShardConfig:
     """Tokenized, packed shards per expert."""
 
     enabled: bool = True
-    """Write shards (needs `experts.objectives`)."""
+    """Write shards (needs `data_pipeline.objectives`)."""
     experts: tuple[ExpertShardConfig, ...] = (
         ExpertShardConfig(name="logs", family="logs", modalities=("log", "prose")),
         ExpertShardConfig(name="metrics", family="metrics", modalities=("metric",)),

@@ -99,25 +99,3 @@ def read_eval_texts(paths: Sequence[str | Path], *, lines_per_text: int = 10) ->
                 lines = read_text_file(path).split("\n")
             texts += ["\n".join(lines[i:i + lines_per_text]) for i in range(0, len(lines), lines_per_text)]
     return texts
-
-
-def expert_heldout_texts(families: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(texts, notes): inputs and targets of every family's held-out task data; a family whose spec
-    cannot be loaded yet is noted, not fatal."""
-    texts: list[str] = []
-    notes: list[str] = []
-    try:
-        from experts.registry import get_spec
-        from experts.sources import Sources
-    except ImportError as err:
-        return [], [f"expert held-out data unavailable: {err}"]
-    sources = Sources()
-    for family in families:
-        try:
-            data = get_spec(family).task_data(sources, "heldout")
-        except (ImportError, AttributeError) as err:
-            notes.append(f"{family}: held-out task data unavailable ({err})")
-            continue
-        for examples in data.values():
-            texts += [f"{e.input}\n{e.target}" for e in examples]
-    return texts, notes

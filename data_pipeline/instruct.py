@@ -25,8 +25,8 @@ from typing import Any
 import pandas as pd
 
 from data_pipeline.config import InstructConfig
+from data_pipeline.examples import TaskExample
 from data_pipeline.sources import render_metrics, render_trace
-from experts.data import TaskExample
 
 TASK_EXPERT = {"instruct_log_change": "logs", "instruct_slow_call": "traces", "instruct_metric_shift": "metrics"}
 """Instruction kind -> expert family it trains (inverted tasks go to the same family)."""

@@ -39,11 +39,12 @@ from data_pipeline.balance import balance
 from data_pipeline.classifiers import TextClassifier
 from data_pipeline.config import DataBuildConfig
 from data_pipeline.documents import tag_modality
+from data_pipeline.examples import TaskExample
 from data_pipeline.filters import rejection_reason
 from data_pipeline.instruct import TASK_EXPERT, example_text, synthesise, to_record
 from data_pipeline.shards import write_manifest
 from data_pipeline.sources import ReadTask, incident_documents, load_incident, read_task, source_tasks
-from experts.data import TaskExample
+from data_pipeline.transform import FamilyCatalog, build_expert
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -233,8 +234,13 @@ def train_classifiers(config: DataBuildConfig, out: Path, progress: Progress
     return models["relevance"], models["quality"], scores
 
 
-def build(config: DataBuildConfig, *, progress: Progress | None = None) -> BuildResult:
-    """Run the whole pipeline and write shards, instructions, manifest.json and report.json under `config.out`."""
+def build(config: DataBuildConfig, *, progress: Progress | None = None, families: FamilyCatalog | None = None
+          ) -> BuildResult:
+    """Run the whole pipeline and write shards, instructions, manifest.json and report.json under `config.out`.
+
+    `families` supplies expert families' defaults and held-out task data (`experts.registry.catalog()`);
+    without it every expert's objective must be in the config and held-out task data is not checked.
+    """
     say: Progress = progress or (lambda line: log.info("%s", line))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +299,7 @@ def build(config: DataBuildConfig, *, progress: Progress | None = None) -> Build
     contamination_report: dict[str, Any] = {"enabled": config.contamination.enabled}
     if config.contamination.enabled:
         t0 = time.perf_counter()
-        eval_texts, notes = _eval_texts(config)
+        eval_texts, notes = _eval_texts(config, families)
         eval_sketch = contam.sketch(eval_texts, num_perm=config.dedup.num_perm, seed=config.dedup.seed)
         checked = int((eval_sketch.sizes >= contam.MIN_SHINGLES).sum())
         stages.append(StageRecord("eval_sets", input=len(eval_texts), kept=checked, seconds=time.perf_counter() - t0))
@@ -343,8 +349,6 @@ def build(config: DataBuildConfig, *, progress: Progress | None = None) -> Build
                                 "modalities": {m: int(c) for m, c in Counter(docs["modality"]).items()},
                                 "experts": {}}
     if config.shards.enabled:
-        from data_pipeline.transform import build_expert
-
         for expert in config.shards.experts:
             t0 = time.perf_counter()
             chosen = docs[docs["modality"].isin(expert.modalities)]
@@ -355,7 +359,8 @@ def build(config: DataBuildConfig, *, progress: Progress | None = None) -> Build
             if not expert_docs:
                 say(f"expert {expert.name}: no documents, no shards")
                 continue
-            manifest["experts"][expert.name] = build_expert(expert, expert_docs, expert_examples, config.shards, out)
+            manifest["experts"][expert.name] = build_expert(expert, expert_docs, expert_examples, config.shards, out,
+                                                           families=families)
             stages.append(StageRecord(f"shards:{expert.name}", input=len(expert_docs),
                                       kept=sum(s["rows"] for s in manifest["experts"][expert.name]["splits"].values()),
                                       seconds=time.perf_counter() - t0))
@@ -385,12 +390,13 @@ def _example(record: dict[str, Any]) -> TaskExample:
                        meta=record.get("meta", {}))
 
 
-def _eval_texts(config: DataBuildConfig) -> tuple[list[str], list[str]]:
+def _eval_texts(config: DataBuildConfig, families: FamilyCatalog | None) -> tuple[list[str], list[str]]:
     texts = contam.read_eval_texts(config.contamination.eval_paths)
     notes: list[str] = []
     if config.contamination.expert_heldout:
-        families = sorted({e.family for e in config.shards.experts if e.family})
-        heldout, notes = contam.expert_heldout_texts(families)
+        if families is None:
+            return texts, ["expert held-out task data not checked: no expert family catalog was given"]
+        heldout, notes = families.heldout_texts(sorted({e.family for e in config.shards.experts if e.family}))
         texts += heldout
     return texts, notes
 

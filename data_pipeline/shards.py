@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from experts.data import IGNORE_INDEX, TrainingSequence
+from data_pipeline.examples import IGNORE_INDEX, TrainingSequence
 from flipmoe.errors import FlipmoeInputError
 
 PAD_ID = 0
-"""experts.tokenizer.PAD_ID (not imported: that module loads sentencepiece)."""
+"""data_pipeline.tokenizer.PAD_ID (not imported: that module loads sentencepiece)."""
 INPUT_SUFFIX, LABEL_SUFFIX, DIFFICULTY_SUFFIX = ".input_ids.npy", ".labels.npy", ".difficulty.npy"
 MANIFEST = "manifest.json"
 FORMAT = "flipmoe-token-shards/1"

@@ -1,8 +1,11 @@
 """Objective transforms: an expert's documents and instructions -> tokenized rows in curriculum order.
 
-The objectives themselves live with the experts (`experts.objectives`: causal, UL2, significance
-masking, task rows, curriculum); this stage picks each expert's tokenizer and objective, splits its
-documents into train and validation by a hash of their ids, and writes the shards (`shards`).
+The objectives (`data_pipeline.objectives`: causal, UL2, significance masking, task rows, curriculum)
+and tokenizers (`data_pipeline.tokenizer`) live here, below the experts that read the shards. This
+stage picks each expert's tokenizer and objective, splits its documents into train and validation by a
+hash of their ids, and writes the shards (`shards`). Family defaults (a family's objective and
+tokenizer settings) come from a `FamilyCatalog` the caller passes in — `experts.registry.catalog()` in
+`flipmoe data build` — because the experts sit above the data pipeline and may not be imported here.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ import random
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from data_pipeline.config import ExpertShardConfig, ShardConfig
+from data_pipeline.examples import TaskExample
 from data_pipeline.shards import write_shards
-from experts.data import TaskExample
+from data_pipeline.tokens import OBJECTIVES, TokenizerConfig
 from flipmoe.errors import FlipmoeInputError
+
+if TYPE_CHECKING:
+    from data_pipeline.tokenizer import Tokenizer
 
 
 def heldout(doc_id: str, fraction: float) -> bool:
@@ -25,33 +32,32 @@ def heldout(doc_id: str, fraction: float) -> bool:
     return int(hashlib.sha1(doc_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
-def _spec(family: str) -> Any:
-    if not family:
-        return None
-    from experts.registry import get_spec
+class FamilyCatalog(Protocol):
+    """What the data pipeline needs to know about expert families (implemented by `experts.registry`)."""
 
-    try:
-        return get_spec(family)
-    except (ImportError, AttributeError):
-        return None  # the family's folder is not written yet; the expert's config must say enough
+    def defaults(self, family: str) -> tuple[str, TokenizerConfig] | None:
+        """(objective, tokenizer settings) of `family`; None when there is no such family."""
+        ...
+
+    def heldout_texts(self, families: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(texts, notes): every family's held-out task inputs and targets, for the contamination check."""
+        ...
 
 
-def resolve(expert: ExpertShardConfig) -> tuple[str, Any]:
-    """(objective, TokenizerConfig) of an expert: its config first, then its family's spec."""
-    from experts.config import OBJECTIVES, TokenizerConfig
-
-    spec = _spec(expert.family)
-    objective = expert.objective or (spec.objective if spec else "")
+def resolve(expert: ExpertShardConfig, families: FamilyCatalog | None = None) -> tuple[str, TokenizerConfig]:
+    """(objective, TokenizerConfig) of an expert: its config first, then its family's defaults."""
+    defaults = families.defaults(expert.family) if families is not None and expert.family else None
+    objective = expert.objective or (defaults[0] if defaults else "")
     if objective not in OBJECTIVES:
-        raise FlipmoeInputError(f"expert {expert.name!r}: no objective (family {expert.family!r} has no spec)",
-                                hint=f"set experts[].objective to one of {', '.join(OBJECTIVES)}")
-    tokenizer = spec.tokenizer if spec else TokenizerConfig()
+        raise FlipmoeInputError(f"expert {expert.name!r}: no objective (family {expert.family!r} has no defaults "
+                                "here)", hint=f"set experts[].objective to one of {', '.join(OBJECTIVES)}")
+    tokenizer = defaults[1] if defaults else TokenizerConfig()
     return objective, replace(tokenizer, vocab_size=expert.vocab_size)
 
 
-def load_or_train_tokenizer(expert: ExpertShardConfig, tokenizer_config: Any, texts: Sequence[str], *,
-                            seed: int) -> Any:
-    from experts.tokenizer import Tokenizer, train_tokenizer
+def load_or_train_tokenizer(expert: ExpertShardConfig, tokenizer_config: TokenizerConfig, texts: Sequence[str], *,
+                            seed: int) -> Tokenizer:
+    from data_pipeline.tokenizer import Tokenizer, train_tokenizer  # sentencepiece: loaded when needed
 
     if expert.tokenizer:
         return Tokenizer.load(expert.tokenizer)
@@ -59,11 +65,11 @@ def load_or_train_tokenizer(expert: ExpertShardConfig, tokenizer_config: Any, te
 
 
 def build_expert(expert: ExpertShardConfig, docs: Sequence[tuple[str, str]], examples: Sequence[TaskExample],
-                 config: ShardConfig, out: Path) -> dict[str, Any]:
+                 config: ShardConfig, out: Path, *, families: FamilyCatalog | None = None) -> dict[str, Any]:
     """Tokenize and write one expert's shards; `docs` are (id, text), repeated as balancing decided."""
-    from experts.objectives import curriculum, objective_sequences, task_sequences
+    from data_pipeline.objectives import curriculum, objective_sequences, task_sequences
 
-    objective, tokenizer_config = resolve(expert)
+    objective, tokenizer_config = resolve(expert, families)
     train = [text for doc_id, text in docs if not heldout(doc_id, config.heldout_fraction)]
     validation = [text for doc_id, text in docs if heldout(doc_id, config.heldout_fraction)]
     if not train:

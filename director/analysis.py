@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from director.toolkits.diagnose import Diagnosis, diagnose
-from director.toolkits.events import EventReport, analyse_events
-from director.toolkits.localize import Localization, LocalizationConfig, Signal, rank_root_causes
-from director.toolkits.logs import LogReport, LogToolkitConfig, analyse_logs
-from director.toolkits.metrics import MetricReport, MetricToolkitConfig, analyse_metrics
-from director.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
-from director.toolkits.traces import TraceReport, TraceToolkitConfig, analyse_traces
 from flipmoe.telemetry.incident import Incident, call_edges
+from flipmoe.toolkits.diagnose import Diagnosis, diagnose
+from flipmoe.toolkits.events import EventReport, analyse_events
+from flipmoe.toolkits.localize import Localization, LocalizationConfig, Signal, rank_root_causes
+from flipmoe.toolkits.logs import LogReport, LogToolkitConfig, analyse_logs
+from flipmoe.toolkits.metrics import MetricReport, MetricToolkitConfig, analyse_metrics
+from flipmoe.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
+from flipmoe.toolkits.traces import TraceReport, TraceToolkitConfig, analyse_traces
 
 log = logging.getLogger(__name__)
 

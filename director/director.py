@@ -236,7 +236,7 @@ def expert_runbook_generator(bundle: Path, *, expert: str = "code", max_new_toke
 
     def generate(prompt: str, grammar: str) -> str:
         from experts.constrained import GrammarConstraint
-        from flipmoe.bundle import load_experts
+        from router.bundle import load_experts
 
         if not loaded:
             experts = load_experts(bundle)

@@ -64,14 +64,14 @@ def build_dense_baseline(experts: Mapping[str, Any], out_dir: str | Path, *, sou
                          config: DenseConfig = DenseConfig(), progress: bool = True,
                          say: Progress | None = None) -> Any:
     """Train the dense baseline matched to `experts` (their cards give each one's tokens seen) into `out_dir`."""
+    from data_pipeline.examples import IGNORE_INDEX, TrainingSequence
+    from data_pipeline.objectives import curriculum, objective_sequences, task_sequences
+    from data_pipeline.tokenizer import train_tokenizer
     from experts.build import TRAIN_PRESETS
     from experts.config import ExpertConfig, TokenizerConfig
-    from experts.data import IGNORE_INDEX, TrainingSequence
     from experts.expert import Expert
-    from experts.objectives import curriculum, objective_sequences, task_sequences
     from experts.registry import get_spec
     from experts.sources import Sources
-    from experts.tokenizer import train_tokenizer
     from experts.trainer import Trainer
 
     say = say or (lambda line: None)

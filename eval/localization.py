@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from flipmoe.errors import FlipmoeInputError
-from flipmoe.telemetry import read_incident
+from flipmoe.telemetry import find_incidents, read_incident  # noqa: F401 (find_incidents: re-exported)
 from flipmoe.telemetry.incident import Incident
 from flipmoe.telemetry.label import Label, load_label
 
@@ -29,19 +29,6 @@ Ranker = Callable[[Incident], tuple[Ranking, str | None]]
 """An incident -> (ranking, fault type or None)."""
 
 KS = (1, 3, 5)
-
-
-def find_incidents(path: str | Path) -> list[Path]:
-    """`path` itself when it is an incident directory, else every incident directory below it, sorted."""
-    root = Path(path)
-    if not root.is_dir():
-        raise FlipmoeInputError("no such directory", path=root)
-    if (root / "incident.json").is_file():
-        return [root]
-    found = sorted(p.parent for p in root.rglob("incident.json") if not p.parent.name.startswith("."))
-    if not found:
-        raise FlipmoeInputError("no incident directories (with incident.json) below", path=root)
-    return found
 
 
 @dataclass

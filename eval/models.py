@@ -4,7 +4,7 @@
 |---|---|
 | `rule` | each task's rule/template baseline (the analysis toolkits for localisation and diagnosis) |
 | `expert:DIR` | one expert checkpoint (`experts.expert.Expert`) |
-| `bundle:DIR` | the routed bundle (`flipmoe.model.FlipMoE`) |
+| `bundle:DIR` | the routed bundle (`router.moe.FlipMoE`) |
 | `dense:DIR` | the dense baseline, an expert checkpoint trained on every family's data |
 | `remote:URL#MODEL` | an OpenAI-compatible endpoint (`experts.remote.RemoteExpert`) |
 
@@ -105,7 +105,7 @@ def load_model(spec: str) -> EvalModel:
         expert = Expert.from_checkpoint(target)
         return GenerativeModel(name=f"{kind}:{Path(target).name}" if kind == "expert" else "dense", expert=expert)
     if kind == "bundle" and target:
-        from flipmoe.model import FlipMoE
+        from router.moe import FlipMoE
 
         return BundleModel(name=f"bundle:{Path(target).name}", moe=FlipMoE.from_bundle(target))
     if kind == "remote" and target:

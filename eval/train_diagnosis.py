@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from director.toolkits.diagnose import FEATURE_NAMES, MODEL_PATH, DiagnosisModel, prototype_log_probabilities
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.taxonomy import FAULT_TYPES
+from flipmoe.toolkits.diagnose import FEATURE_NAMES, MODEL_PATH, DiagnosisModel, prototype_log_probabilities
 
 HELD_OUT_SEEDS_FROM = 600_000
 """Seeds from here on never train: 600000-699999 are for held-out checks, 700000+ for the benchmark."""

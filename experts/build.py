@@ -24,12 +24,12 @@ from typing import Any
 
 import torch
 
+from data_pipeline.examples import IGNORE_INDEX, TaskExample, TrainingSequence
+from data_pipeline.tokenizer import Tokenizer, train_tokenizer
 from experts.config import ExpertConfig, TrainConfig, format_prompt, model_preset
-from experts.data import IGNORE_INDEX, TaskExample, TrainingSequence
 from experts.expert import Expert
 from experts.registry import EXPERT_FAMILIES, ExpertSpec, get_spec
 from experts.sources import Sources
-from experts.tokenizer import Tokenizer, train_tokenizer
 from experts.trainer import STATE_DIR, STATE_FILE, Trainer, TrainResult, use_available_cpus
 from flipmoe.errors import FlipmoeInputError
 
@@ -126,7 +126,7 @@ def build_expert(family: str, *, out_dir: str | Path, preset: str = "nano", sour
                           train=train_cfg)
     expert = Expert.create(config, tokenizer)
 
-    from experts.objectives import curriculum, objective_sequences, task_sequences
+    from data_pipeline.objectives import curriculum, objective_sequences, task_sequences
 
     rng = random.Random(train_cfg.seed)
     pretrain = curriculum(objective_sequences(spec.objective, pretrain_docs, tokenizer, seq_len=train_cfg.seq_len,

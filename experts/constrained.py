@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from experts.tokenizer import Tokenizer
+from data_pipeline.tokenizer import Tokenizer
 from flipmoe.errors import FlipmoeInputError
 
 __all__ = ["GrammarConstraint", "JsonSchemaConstraint", "RegexConstraint", "piece_bytes"]

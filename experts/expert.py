@@ -31,10 +31,10 @@ from safetensors.torch import load_model, save_model
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from data_pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
 from experts.config import ExpertConfig, format_prompt
 from experts.interface import Constraint, Generation
 from experts.model import build_decoder
-from experts.tokenizer import TOKENIZER_FILE, Tokenizer
 from flipmoe.config import from_dict, load_yaml, save_yaml
 from flipmoe.errors import FlipmoeInputError
 

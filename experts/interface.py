@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from transformers import LogitsProcessor
 
-    from experts.tokenizer import Tokenizer
+    from data_pipeline.tokenizer import Tokenizer
 
 __all__ = ["Constraint", "Generation", "GenerativeExpert"]
 

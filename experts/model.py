@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from data_pipeline.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from experts.config import ModelConfig
-from experts.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 def hf_config(config: ModelConfig) -> LlamaConfig:

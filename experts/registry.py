@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from data_pipeline.examples import TaskExample
 from experts.config import TokenizerConfig
-from experts.data import TaskExample
 from flipmoe.errors import FlipmoeInputError
 
 EXPERT_FAMILIES: dict[str, str] = {
@@ -45,13 +45,38 @@ class ExpertSpec:
     """`task_data(sources, split) -> {task: examples}` for split "train" or "heldout"."""
 
 
-def expert_families() -> Sequence[str]:
-    return tuple(EXPERT_FAMILIES)
-
-
 def get_spec(family: str) -> ExpertSpec:
     if family not in EXPERT_FAMILIES:
         raise FlipmoeInputError(f"unknown expert family {family!r}",
                                 hint=f"choose one of {', '.join(EXPERT_FAMILIES)}")
     spec: Any = importlib.import_module(EXPERT_FAMILIES[family]).SPEC
     return spec
+
+
+class FamilyCatalog:
+    """The registry as the data pipeline sees it (`data_pipeline.transform.FamilyCatalog`)."""
+
+    def defaults(self, family: str) -> tuple[str, TokenizerConfig] | None:
+        if family not in EXPERT_FAMILIES:
+            return None
+        spec = get_spec(family)
+        return spec.objective, spec.tokenizer
+
+    def heldout_texts(self, families: Sequence[str]) -> tuple[list[str], list[str]]:
+        from experts.sources import Sources
+
+        texts: list[str] = []
+        notes: list[str] = []
+        sources = Sources()
+        for family in families:
+            if family not in EXPERT_FAMILIES:
+                notes.append(f"{family}: no such expert family, its held-out task data was not checked")
+                continue
+            for examples in get_spec(family).task_data(sources, "heldout").values():
+                texts += [f"{e.input}\n{e.target}" for e in examples]
+        return texts, notes
+
+
+def catalog() -> FamilyCatalog:
+    """The expert families, for `data_pipeline.pipeline.build(..., families=catalog())`."""
+    return FamilyCatalog()

@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import pandas as pd
 
-from experts.data import TaskExample
+from data_pipeline.examples import TaskExample
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.incident import Incident
 from flipmoe.telemetry.label import Label

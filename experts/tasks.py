@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from data_pipeline.examples import TaskExample
 from experts.code import tasks as code_tasks
-from experts.data import TaskExample
 from experts.logs import tasks as logs_tasks
 from experts.metrics import tasks as metrics_tasks
 from experts.traces import tasks as traces_tasks

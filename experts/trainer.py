@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from data_pipeline.examples import IGNORE_INDEX, TrainingSequence
 from experts.config import TrainConfig
-from experts.data import IGNORE_INDEX, TrainingSequence
 from flipmoe.errors import FlipmoeInputError
 
 STATE_DIR = "trainer_state"

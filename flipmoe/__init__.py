@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "FlipMoE": "flipmoe.model",
+    "FlipMoE": "router.moe",
     "FlipmoeInputError": "flipmoe.errors",
     "Incident": "flipmoe.telemetry",
     "IncidentMeta": "flipmoe.telemetry",

@@ -28,7 +28,7 @@ def train_router_command(args: argparse.Namespace) -> int:
     import json
     from dataclasses import fields, replace
 
-    from flipmoe.bundle import BundleConfig, ensure_bundle, read_manifest, retrain_router
+    from router.bundle import BundleConfig, ensure_bundle, read_manifest, retrain_router
 
     bundle = ensure_bundle(args.bundle, progress=not args.quiet)
     saved = read_manifest(bundle).get("config", {})

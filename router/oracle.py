@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from zlib import crc32
 
+from data_pipeline.examples import TaskExample
 from experts.config import format_prompt
-from experts.data import TaskExample
 
 Scorer = Callable[[str, list[str], list[TaskExample]], float]
 """`score(task, predictions, examples) -> float`, higher is better (the task registry's scoring)."""

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
 from sklearn.linear_model import LogisticRegression
 
-from experts.data import TaskExample
+from data_pipeline.examples import TaskExample
 from flipmoe.errors import FlipmoeInputError
 from router.encoder import EncoderConfig, HashedNgramEncoder
 from router.model import Router, RouterConfig, softmax

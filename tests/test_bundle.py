@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from tiny_experts import EXPERT_TASKS, records, tiny_experts, write_bundle
 
-from flipmoe import bundle as bundle_module
-from flipmoe.bundle import (
+from flipmoe.cli import build_parser, main
+from flipmoe.errors import FlipmoeInputError
+from router import bundle as bundle_module
+from router.bundle import (
     BUNDLE_ENV,
     BundleConfig,
     build_bundle,
@@ -19,8 +21,6 @@ from flipmoe.bundle import (
     read_manifest,
     render_card,
 )
-from flipmoe.cli import build_parser, main
-from flipmoe.errors import FlipmoeInputError
 from router.train import RouterTrainConfig, fit_router
 
 EXPERTS = tuple(EXPERT_TASKS)

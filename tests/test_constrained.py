@@ -11,10 +11,10 @@ import lark
 import pytest
 import torch
 
+from data_pipeline.tokenizer import Tokenizer, train_tokenizer
 from experts.config import ExpertConfig, ModelConfig, TokenizerConfig, TrainConfig
 from experts.constrained import GrammarConstraint, JsonSchemaConstraint, RegexConstraint, piece_bytes
 from experts.expert import Expert
-from experts.tokenizer import Tokenizer, train_tokenizer
 from flipmoe.errors import FlipmoeInputError
 
 SEEDS = (0, 1, 2, 3, 4)

@@ -19,6 +19,7 @@ from data_pipeline.config import (
 )
 from data_pipeline.pipeline import build, summary
 from data_pipeline.shards import read_manifest, read_shards
+from experts.registry import catalog
 from flipmoe.errors import FlipmoeInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ def _check(result, out: Path) -> None:  # type: ignore[no-untyped-def]
 
 def test_single_process_build(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    result = build(config)
+    result = build(config, families=catalog())
     _check(result, Path(config.out))
 
 
@@ -146,7 +147,7 @@ def test_bad_config_and_missing_source_are_input_errors(tmp_path: Path) -> None:
     config = DataBuildConfig(out=str(tmp_path / "o"), sources=(
         SourceConfig(name="gone", kind="directory", path=str(tmp_path / "missing")),))
     with pytest.raises(FlipmoeInputError, match="does not exist"):
-        build(config)
+        build(config, families=catalog())
 
 
 @pytest.mark.integration
@@ -159,9 +160,9 @@ def test_ray_data_build_matches_single_process(tmp_path: Path) -> None:
     local_config = _config(tmp_path / "a")
     ray_config = _config(tmp_path / "b", runner="ray", workers=2, batch_size=64)
     try:
-        ray_result = build(ray_config)
+        ray_result = build(ray_config, families=catalog())
     finally:
         ray.shutdown()
     _check(ray_result, Path(ray_config.out))
-    local_result = build(local_config)
+    local_result = build(local_config, families=catalog())
     assert sorted(ray_result.documents["text"]) == sorted(local_result.documents["text"])

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from data_pipeline.examples import IGNORE_INDEX, TrainingSequence
 from data_pipeline.shards import read_manifest, read_shards, write_manifest, write_shards
-from experts.data import IGNORE_INDEX, TrainingSequence
 
 
 def _rows() -> list[TrainingSequence]:

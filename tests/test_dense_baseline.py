@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from data_pipeline.examples import TrainingSequence
 from eval.dense_baseline import DenseConfig, _planned_tokens, dense_shape
 from experts.config import MODEL_PRESETS
-from experts.data import TrainingSequence
 
 
 def test_dense_shape_matches_the_experts_total_parameters() -> None:

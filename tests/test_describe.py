@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from director.toolkits.describe import (
+from flipmoe.toolkits.describe import (
     describe_findings,
     describe_metric,
     describe_service,
@@ -18,7 +18,7 @@ from director.toolkits.describe import (
     humanise_duration,
     infer_unit,
 )
-from director.toolkits.findings import (
+from flipmoe.toolkits.findings import (
     MetricAnomaly,
     MetricEvidence,
     MetricPattern,
@@ -27,8 +27,8 @@ from director.toolkits.findings import (
     TraceAnomaly,
     TraceEvidence,
 )
-from director.toolkits.metrics import MetricReport
-from director.toolkits.traces import TraceReport
+from flipmoe.toolkits.metrics import MetricReport
+from flipmoe.toolkits.traces import TraceReport
 
 START = pd.Timestamp("2023-01-29T08:43:10Z")
 POD = "ts-order-service-5b67c48447-mv5hb"

@@ -9,16 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from director.toolkits.diagnose import (
-    FEATURE_NAMES,
-    MODEL_PATH,
-    DiagnosisModel,
-    classify,
-    diagnose,
-    diagnosis_features,
-    load_model,
-)
-from director.toolkits.localize import RootCause
 from eval.train_diagnosis import (
     DiagnosisTrainingConfig,
     Sample,
@@ -28,6 +18,16 @@ from eval.train_diagnosis import (
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.incident import Topology
 from flipmoe.telemetry.taxonomy import FAULT_TYPES
+from flipmoe.toolkits.diagnose import (
+    FEATURE_NAMES,
+    MODEL_PATH,
+    DiagnosisModel,
+    classify,
+    diagnose,
+    diagnosis_features,
+    load_model,
+)
+from flipmoe.toolkits.localize import RootCause
 
 OOM_EVIDENCE = {"m_memory": 0.9, "m_memory_rising": 0.85, "m_restarts": 0.8, "e_oom": 0.95, "any_e_oom": 0.95,
                 "l_oom": 0.7, "any_l_oom": 0.7, "any_m_memory_rising": 0.85, "any_m_restarts": 0.8}
@@ -167,7 +167,7 @@ def test_training_config_refuses_held_out_seeds_and_bad_counts(kwargs):
 
 
 def test_analysis_path_scores_without_scikit_learn():
-    code = ("import sys; from director.toolkits.diagnose import classify, load_model; "
+    code = ("import sys; from flipmoe.toolkits.diagnose import classify, load_model; "
             "classify({'e_oom': 1.0}, load_model()); print('sklearn' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

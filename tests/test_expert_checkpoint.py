@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_pipeline.examples import TaskExample
+from data_pipeline.objectives import task_sequences
+from data_pipeline.tokenizer import Tokenizer, train_tokenizer
 from experts.config import ExpertConfig, ModelConfig, TokenizerConfig, TrainConfig, format_prompt
-from experts.data import TaskExample
 from experts.expert import Expert
-from experts.objectives import task_sequences
-from experts.tokenizer import Tokenizer, train_tokenizer
 from experts.trainer import Trainer
 
 LOGHUB = Path(__file__).parent / "fixtures" / "loghub"

@@ -7,9 +7,8 @@ import random
 
 import pytest
 
-from experts.config import ANSWER_OPEN, DENOISER_MODES, TokenizerConfig, format_prompt
-from experts.data import IGNORE_INDEX, TaskExample
-from experts.objectives import (
+from data_pipeline.examples import IGNORE_INDEX, TaskExample
+from data_pipeline.objectives import (
     UL2_MIXTURE,
     Denoiser,
     causal_sequences,
@@ -20,7 +19,8 @@ from experts.objectives import (
     task_sequences,
     ul2_sequences,
 )
-from experts.tokenizer import Tokenizer, train_tokenizer
+from data_pipeline.tokenizer import Tokenizer, train_tokenizer
+from experts.config import ANSWER_OPEN, DENOISER_MODES, TokenizerConfig, format_prompt
 from flipmoe.errors import FlipmoeInputError
 
 PYTHON = '''import os

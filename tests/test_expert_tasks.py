@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experts.data import TaskExample
+from data_pipeline.examples import TaskExample
 from experts.metrics.corpus import render_series
 from experts.metrics.tasks import detect_pattern, parse_series
 from experts.registry import EXPERT_FAMILIES, get_spec

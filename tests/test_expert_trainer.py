@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
+from data_pipeline.examples import IGNORE_INDEX, TrainingSequence
 from experts.config import ModelConfig, TrainConfig
-from experts.data import IGNORE_INDEX, TrainingSequence
 from experts.model import build_decoder
 from experts.trainer import REPLAY_EVERY, STATE_DIR, STATE_FILE, Trainer, lr_factor, stage_steps
 from flipmoe.errors import FlipmoeInputError

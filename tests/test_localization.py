@@ -5,12 +5,12 @@ import pytest
 from conftest import START, tiny_incident
 
 from director.analysis import AnalysisConfig, analyse_incident, analysis_summary
-from director.toolkits.events import analyse_events
-from director.toolkits.localize import Signal, rank_root_causes, squash
-from director.toolkits.vocabulary import metric_category, text_classes
 from flipmoe.cli import main
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import write_incident
+from flipmoe.toolkits.events import analyse_events
+from flipmoe.toolkits.localize import Signal, rank_root_causes, squash
+from flipmoe.toolkits.vocabulary import metric_category, text_classes
 
 
 def _signal(service, strength, role="cause", kind="metrics:cpu", modality="metrics", pod=None):

@@ -16,7 +16,10 @@ from drain3.template_miner_config import TemplateMinerConfig
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from director.toolkits.logs import (
+from flipmoe.cli import EXIT_BAD_INPUT, main
+from flipmoe.errors import FlipmoeInputError
+from flipmoe.telemetry import Incident, IncidentMeta, Telemetry, TimeWindow, normalise_table
+from flipmoe.toolkits.logs import (
     COUNT_COLUMNS,
     MASK_RULES,
     LogParser,
@@ -29,11 +32,8 @@ from director.toolkits.logs import (
     parsing_accuracy,
     template_counts,
 )
-from director.toolkits.logs.masking import _SOURCE_EXTENSIONS
-from director.toolkits.logs.mining import AffixDrain
-from flipmoe.cli import EXIT_BAD_INPUT, main
-from flipmoe.errors import FlipmoeInputError
-from flipmoe.telemetry import Incident, IncidentMeta, Telemetry, TimeWindow, normalise_table
+from flipmoe.toolkits.logs.masking import _SOURCE_EXTENSIONS
+from flipmoe.toolkits.logs.mining import AffixDrain
 
 LOGHUB = Path(__file__).parent / "fixtures" / "loghub"
 START = pd.Timestamp("2026-03-01T10:00:00Z")

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from data_pipeline.examples import IGNORE_INDEX, TrainingSequence
 from experts.config import MODEL_PRESETS, ExpertConfig, ModelConfig, TokenizerConfig, TrainConfig
-from experts.data import IGNORE_INDEX, TrainingSequence
 from experts.megatron.config import MegatronConfig, MoEConfig, ParallelConfig, transformer_config
 from experts.model import build_decoder, hf_config
 from flipmoe.config import load_yaml
@@ -225,10 +225,10 @@ def test_wrong_weights_are_refused_with_the_names():
 
 
 def test_training_can_start_from_an_expert_checkpoint(world, tmp_path):
+    from data_pipeline.tokenizer import train_tokenizer
     from experts.expert import Expert
     from experts.megatron import convert
     from experts.megatron.model import build_gpt_model
-    from experts.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer([f"pod api-{i} restarted after {i % 9} OOM kills" for i in range(300)],
                                 TokenizerConfig(vocab_size=400))
@@ -377,8 +377,8 @@ def test_gpu_megatron_logits_match_hf(world):
 @pytest.mark.gpu
 @cuda
 def test_gpu_training_lowers_the_loss_and_exports_an_expert(tmp_path):
+    from data_pipeline.tokenizer import train_tokenizer
     from experts.expert import Expert
-    from experts.tokenizer import train_tokenizer
     from flipmoe.config import save_yaml
 
     tokenizer = train_tokenizer([f"GET /api/v{i % 3}/items/{i} 200 in {i % 17} ms" for i in range(400)],

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from director.toolkits.findings import MetricPattern, to_json
-from director.toolkits.metrics import (
+from flipmoe.errors import FlipmoeInputError
+from flipmoe.telemetry.incident import Incident, IncidentMeta, Telemetry, TimeWindow
+from flipmoe.toolkits.findings import MetricPattern, to_json
+from flipmoe.toolkits.metrics import (
     DETECTORS,
     LevelShift,
     MetricToolkitConfig,
@@ -19,8 +21,6 @@ from director.toolkits.metrics import (
     make_detector,
     register_detector,
 )
-from flipmoe.errors import FlipmoeInputError
-from flipmoe.telemetry.incident import Incident, IncidentMeta, Telemetry, TimeWindow
 
 T0 = pd.Timestamp("2024-03-01T08:00:00Z")
 STEP = pd.Timedelta("1min")

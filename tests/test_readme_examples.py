@@ -7,7 +7,7 @@ from pathlib import Path
 import flipmoe
 from experts.expert import Expert
 from flipmoe import FlipMoE
-from flipmoe.bundle import read_manifest
+from router.bundle import read_manifest
 
 PACKAGED = Path(flipmoe.__file__).parent / "bundles" / "nano"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tiny_experts import EXPERT_TASKS, TASK_EXPERT, records, tiny_experts
 
-from experts.data import TaskExample
+from data_pipeline.examples import TaskExample
 from flipmoe.errors import FlipmoeInputError
 from router.encoder import EncoderConfig, HashedNgramEncoder
 from router.model import Router, RouterConfig
@@ -158,6 +158,6 @@ def test_routing_figures_compare_policies(router: Router) -> None:
 
 
 def test_router_code_imports_neither_ray_nor_torch_distributed() -> None:
-    code = ("import sys, router.model, router.train, router.oracle, flipmoe.model, flipmoe.bundle; "
+    code = ("import sys, router.model, router.train, router.oracle, router.moe, router.bundle; "
             "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

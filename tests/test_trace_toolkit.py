@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from director.toolkits.findings import to_json
-from director.toolkits.traces import (
+from flipmoe.telemetry.incident import Incident, IncidentMeta, Telemetry, TimeWindow
+from flipmoe.toolkits.findings import to_json
+from flipmoe.toolkits.traces import (
     TraceToolkitConfig,
     analyse_traces,
     depths,
     exclusive_time,
     resolve_parents,
 )
-from flipmoe.telemetry.incident import Incident, IncidentMeta, Telemetry, TimeWindow
 
 T0 = pd.Timestamp("2024-03-01T08:00:00Z")
 ALERT = T0 + pd.Timedelta("10min")

@@ -46,7 +46,7 @@ def test_train_expert_writes_a_checkpoint_that_loads(small_sources: None, tmp_pa
 
 
 def test_train_tokenizer_writes_the_model(small_sources: None, tmp_path: Path) -> None:
-    from experts.tokenizer import Tokenizer
+    from data_pipeline.tokenizer import Tokenizer
 
     assert main(["train", "tokenizer", "--expert", "logs", "--out", str(tmp_path), "--vocab-size", "400"]) == 0
     tokenizer = Tokenizer.load(tmp_path / "tokenizer.model")

@@ -10,10 +10,10 @@ import json
 import random
 from pathlib import Path
 
+from data_pipeline.examples import TaskExample
+from data_pipeline.tokenizer import train_tokenizer
 from experts.config import ExpertConfig, ModelConfig, TokenizerConfig
-from experts.data import TaskExample
 from experts.expert import Expert
-from experts.tokenizer import train_tokenizer
 from router.oracle import OracleRecord
 
 EXPERT_TASKS = {"logs": ("log_template",), "metrics": ("metric_pattern",), "traces": ("trace_slow_path",),

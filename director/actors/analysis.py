@@ -28,14 +28,14 @@ from director.actors.schemas import (
 )
 from director.analysis import _edges, _service_of_pod, localize
 from director.report import Evidence, Finding, Gap
-from director.toolkits.diagnose import diagnose
-from director.toolkits.events import analyse_events
-from director.toolkits.localize import RootCause, Signal
-from director.toolkits.logs import analyse_logs
-from director.toolkits.metrics import analyse_metrics, reference_split_time
-from director.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
-from director.toolkits.traces import analyse_traces
 from flipmoe.telemetry.incident import Incident
+from flipmoe.toolkits.diagnose import diagnose
+from flipmoe.toolkits.events import analyse_events
+from flipmoe.toolkits.localize import RootCause, Signal
+from flipmoe.toolkits.logs import analyse_logs
+from flipmoe.toolkits.metrics import analyse_metrics, reference_split_time
+from flipmoe.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
+from flipmoe.toolkits.traces import analyse_traces
 
 _FINDINGS_KEPT = 10
 

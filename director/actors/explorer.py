@@ -26,7 +26,7 @@ from pydantic import Field, ValidationError
 from director.actors.base import ActorContext, ActorInput, actor
 from director.actors.schemas import ExploreOutput, ExplorerCause, LogsOutput, MetricsOutput, ToolCall
 from director.report import Gap
-from director.toolkits.metrics import reference_split_time
+from flipmoe.toolkits.metrics import reference_split_time
 
 MAX_OBSERVATION_CHARS = 4000
 _MAX_ROWS = 15
@@ -230,7 +230,7 @@ class ExplorerTools:
         anomalies.sort(key=lambda a: (abs((a.start - at).total_seconds()), -a.score))
         if not anomalies:
             return f"no fluctuating metrics of {service}"
-        from director.toolkits.describe import describe_metric
+        from flipmoe.toolkits.describe import describe_metric
 
         return "\n".join([f"{len(anomalies)} fluctuating metrics of {service} (closest to {at} first)",
                           *(describe_metric(a) for a in anomalies[:_MAX_ROWS])])
@@ -317,7 +317,7 @@ class FlipMoEChat:
 
     def __init__(self, bundle: str, *, expert: str = "traces") -> None:
         from experts.constrained import JsonSchemaConstraint
-        from flipmoe.bundle import load_experts
+        from router.bundle import load_experts
 
         experts = load_experts(bundle)
         self.name = f"flipmoe:{expert if expert in experts else next(iter(experts))}"

@@ -8,12 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf
 
 from director.actors.base import ActorOutput
 from director.report import Evidence, Finding
-from director.toolkits.events import EventReport
-from director.toolkits.findings import to_json
-from director.toolkits.localize import Localization, RootCause, Signal
-from director.toolkits.logs import LogReport
-from director.toolkits.metrics import MetricReport
-from director.toolkits.traces import TraceReport
+from flipmoe.toolkits.events import EventReport
+from flipmoe.toolkits.findings import to_json
+from flipmoe.toolkits.localize import Localization, RootCause, Signal
+from flipmoe.toolkits.logs import LogReport
+from flipmoe.toolkits.metrics import MetricReport
+from flipmoe.toolkits.traces import TraceReport
 
 # Toolkit results are frozen dataclasses: `InstanceOf` checks their type without re-validating (and
 # copying) every field, which pydantic would otherwise do for dataclasses.

@@ -97,7 +97,7 @@ def _reasoning(top: Suspect, trials: Trials[Suspect] | None, diagnosis: Diagnose
 
 @lru_cache(maxsize=2)
 def _load_model(bundle: str) -> Any:
-    from flipmoe.model import FlipMoE
+    from router.moe import FlipMoE
 
     return FlipMoE.from_bundle(bundle)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from experts.data import TaskExample
+from data_pipeline.examples import TaskExample
 from experts.sources import ChaosSample, Sources, digest, hash_split
 from flipmoe.errors import FlipmoeInputError
 

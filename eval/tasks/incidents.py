@@ -5,7 +5,7 @@ Text models read an *evidence digest* of the incident (`evidence_digest`): the a
 metric changes against the fault-free baseline, the services whose error logs and failing or slow
 spans grew, and the warning events — computed from the raw telemetry, never from the label or from
 the analysis toolkits. The rule baseline of the incident-level tasks is the platform's own analysis
-path (`director.analysis.analyse_incident`, localisation and `director.toolkits.diagnose`) run on the
+path (`director.analysis.analyse_incident`, localisation and `flipmoe.toolkits.diagnose`) run on the
 whole incident — the "toolkit" model — cached per incident, so one analysis serves every task.
 """
 

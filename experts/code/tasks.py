@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from data_pipeline.examples import TaskExample
 from experts.code.corpus import CODE_SYSTEMS
-from experts.data import TaskExample
 from experts.sources import Sources, balanced, check_split, digest, without_heldout
 
 TASK_NAMES = ("exception_cause", "config_key")

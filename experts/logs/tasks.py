@@ -2,7 +2,7 @@
 
 - `log_template`: a LogHub line -> its ground-truth template (`EventTemplate`, variables `<*>`).
   Split by a hash of (system, line): one line in ten is held out, and identical lines share a split.
-  Baseline: Drain (`director.toolkits.logs.LogParser`) mining the whole batch of lines it is given.
+  Baseline: Drain (`flipmoe.toolkits.logs.LogParser`) mining the whole batch of lines it is given.
 - `log_level`: a message without its header -> its severity. Chaos lines of the split's incidents
   (split by chaos seed, and by line hash too: health checks read the same in every incident) and
   LogHub lines of systems that log a level (split by line hash), balanced over levels. Baseline:
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from experts.data import TaskExample
+from data_pipeline.examples import TaskExample
 from experts.sources import ChaosSample, Sources, balanced, check_split, digest, hash_split, without_heldout
 
 TASK_NAMES = ("log_template", "log_level", "log_change_summary")
@@ -100,7 +100,7 @@ def level_baseline(inputs: Sequence[str]) -> list[str]:
 
 def template_baseline(inputs: Sequence[str]) -> list[str]:
     """Drain with the toolkit's masking, mining the whole batch."""
-    from director.toolkits.logs import LogParser
+    from flipmoe.toolkits.logs import LogParser
 
     return [line.template for line in LogParser().parse(list(inputs))]
 

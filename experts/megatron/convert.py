@@ -241,11 +241,11 @@ def megatron_to_expert(megatron_dir: str | Path, out_dir: str | Path, *, iterati
 
     Loads the checkpoint into a one-process model whatever parallel layout it was written with.
     """
+    from data_pipeline.tokenizer import Tokenizer
     from experts.expert import Expert
     from experts.megatron import checkpoint, parallel
     from experts.megatron.model import build_gpt_model
     from experts.model import build_decoder
-    from experts.tokenizer import Tokenizer
 
     meta = checkpoint.read_metadata(megatron_dir)
     # Checkpoint keys do not depend on the layer implementation, so the local one reads TE runs too.

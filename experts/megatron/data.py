@@ -1,7 +1,7 @@
 """Token shards the megatron backend trains on: fixed-length rows of token ids and labels.
 
 The format `flipmoe data build` writes (`data_pipeline.shards`); `write_shard` writes the same from
-`experts.data.TrainingSequence`s for other producers:
+`data_pipeline.examples.TrainingSequence`s for other producers:
 
 ```
 <data>/
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experts.data import IGNORE_INDEX, TrainingSequence
-from experts.tokenizer import PAD_ID
+from data_pipeline.examples import IGNORE_INDEX, TrainingSequence
+from data_pipeline.tokenizer import PAD_ID
 from flipmoe.errors import FlipmoeInputError
 
 INPUT_SUFFIX, LABEL_SUFFIX = ".input_ids.npy", ".labels.npy"

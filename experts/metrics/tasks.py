@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from experts.data import TaskExample
+from data_pipeline.examples import TaskExample
 from experts.metrics.corpus import POINTS, incident_series, render_series
 from experts.sources import Sources, balanced, check_split, digest, without_heldout
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from experts.data import TaskExample
+from data_pipeline.examples import TaskExample
 from experts.sources import Sources, balanced, check_split, digest, without_heldout
 from experts.traces.corpus import SPAN_CLOSE, SPAN_OPEN, Trace, render_trace, traces_of
 

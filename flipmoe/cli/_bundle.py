@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from flipmoe.bundle import BundleConfig, build_bundle, cache_dir
+    from router.bundle import BundleConfig, build_bundle, cache_dir
 
     options = {"expert_steps": args.expert_steps, "router_requests_per_task": args.router_requests_per_task,
                "test_fraction": args.test_fraction, "max_new_tokens": args.max_new_tokens,
@@ -56,7 +56,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from flipmoe.bundle import CARD_JSON, CARD_MD, ensure_bundle, read_manifest
+    from router.bundle import CARD_JSON, CARD_MD, ensure_bundle, read_manifest
 
     path = ensure_bundle(args.bundle, progress=True)
     manifest = read_manifest(path)

@@ -29,6 +29,7 @@ def _build(args: argparse.Namespace) -> int:
 
     from data_pipeline.config import DataBuildConfig
     from data_pipeline.pipeline import build, summary
+    from experts.registry import catalog
 
     config = DataBuildConfig.load(args.build_config)
     if args.out:
@@ -37,7 +38,7 @@ def _build(args: argparse.Namespace) -> int:
         config = replace(config, execution=replace(config.execution, runner=args.runner or config.execution.runner,
                                                    workers=args.workers or config.execution.workers))
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    result = build(config, progress=progress)
+    result = build(config, progress=progress, families=catalog())
     print(summary(result))
     print(f"wrote {result.out}/manifest.json and {result.out}/report.json")
     return 0

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING
 from flipmoe.errors import FlipmoeInputError
 
 if TYPE_CHECKING:
-    from director.toolkits.logs import LogParser
+    from flipmoe.toolkits.logs import LogParser
 
 STDIN = "-"
 
@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _templates(args: argparse.Namespace) -> int:
-    from director.toolkits.logs import LogParser, LogParserConfig
+    from flipmoe.toolkits.logs import LogParser, LogParserConfig
 
     _check_inputs(args.files)
     if args.max_templates < 1:

@@ -53,7 +53,7 @@ def report(analysis: Any, *, top: int) -> dict[str, Any]:
 
     Kept for callers of the in-process analysis path; `flipmoe rca` itself writes `RcaReport`s.
     """
-    from director.toolkits.findings import to_json
+    from flipmoe.toolkits.findings import to_json
 
     causes = []
     for rank, cause in enumerate(analysis.localization.root_causes[:top], start=1):
@@ -78,7 +78,7 @@ def report(analysis: Any, *, top: int) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from eval.localization import find_incidents
+    from flipmoe.telemetry import find_incidents
 
     directories = [d for path in args.incidents for d in find_incidents(path)]
     bundle = find_bundle(args, build=False)
@@ -90,7 +90,7 @@ def find_bundle(args: argparse.Namespace, *, build: bool) -> Path | None:
     if args.no_model:
         return None
     try:
-        from flipmoe import bundle as bundles
+        from router import bundle as bundles
     except ImportError:
         return None
     if args.bundle:

@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
                                 hint="pass --token or set FLIPMOE_API_TOKENS (or --auth off deliberately)")
     bundle = None
     if not args.no_model:
-        from flipmoe.bundle import ensure_bundle
+        from router.bundle import ensure_bundle
 
         bundle = ensure_bundle(Path(args.bundle) if args.bundle else None,
                                progress=lambda line: print(line, file=sys.stderr, flush=True))

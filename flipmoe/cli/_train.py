@@ -2,7 +2,7 @@
 
 `train diagnosis` regenerates the chaos-gym training corpus in memory, extracts the diagnosis
 features through the analysis path and fits the fault-type model shipped as
-`director/toolkits/diagnosis_model.json`. `train tokenizer` and `train expert` build a modality
+`flipmoe/toolkits/diagnosis_model.json`. `train tokenizer` and `train expert` build a modality
 expert's own tokenizer, and the whole expert, from its family's data (`experts.build`).
 """
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diagnosis.add_argument("--workers", type=int, metavar="W", help="parallel processes (default 2)")
     diagnosis.add_argument("--out", metavar="PATH",
                            help="where to write the model (default: the shipped "
-                                "director/toolkits/diagnosis_model.json)")
+                                "flipmoe/toolkits/diagnosis_model.json)")
     diagnosis.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     diagnosis.set_defaults(handler=_diagnosis)
 
@@ -83,8 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _diagnosis(args: argparse.Namespace) -> int:
-    from director.toolkits.diagnose import MODEL_PATH
     from eval.train_diagnosis import DiagnosisTrainingConfig, train_diagnosis
+    from flipmoe.toolkits.diagnose import MODEL_PATH
 
     overrides = {"per_system": _counts(args.per_system) if args.per_system else None, "seed": args.seed,
                  "workers": args.workers,

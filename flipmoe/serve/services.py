@@ -65,7 +65,7 @@ class BundleModels:
     """
 
     def __init__(self, bundle: Path, *, load_experts: bool = True) -> None:
-        from flipmoe.bundle import read_manifest
+        from router.bundle import read_manifest
         from router.model import Router
 
         self.bundle = Path(bundle)
@@ -82,7 +82,7 @@ class BundleModels:
         return [ROUTED_MODEL, *self.expert_names]
 
     def load_expert(self, name: str) -> Any:
-        from flipmoe.bundle import load_experts
+        from router.bundle import load_experts
 
         if name not in self.expert_names:
             raise FlipmoeInputError(f"unknown expert {name!r}", hint=f"choose one of {', '.join(self.expert_names)}")

@@ -113,6 +113,19 @@ def _read_telemetry(directory: Path, config: TelemetryConfig, warnings: list[str
     return Telemetry(**tables)
 
 
+def find_incidents(path: str | Path) -> list[Path]:
+    """`path` itself when it is an incident directory, else every incident directory below it, sorted."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FlipmoeInputError("no such directory", path=root)
+    if (root / "incident.json").is_file():
+        return [root]
+    found = sorted(p.parent for p in root.rglob("incident.json") if not p.parent.name.startswith("."))
+    if not found:
+        raise FlipmoeInputError("no incident directories (with incident.json) below", path=root)
+    return found
+
+
 def read_incident(path: str | Path, *, config: TelemetryConfig | None = None) -> Incident:
     """Read an incident directory. Never opens `label.json`."""
     directory = Path(path)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from director.toolkits.vocabulary import text_classes
 from flipmoe.telemetry.incident import Incident
+from flipmoe.toolkits.vocabulary import text_classes
 
 # Event reasons that report a failure of the object they are about (Kubernetes' own vocabulary).
 _FAILURE_REASONS = {

@@ -28,8 +28,8 @@ from drain3 import TemplateMiner
 from drain3.drain import Drain, LogCluster, Node
 from drain3.template_miner_config import TemplateMinerConfig
 
-from director.toolkits.logs.masking import MASK_PREFIX, MASK_SUFFIX, MEMORY_CHARS_PER_ENTRY, MaskCache, Masker
 from flipmoe.errors import FlipmoeInputError
+from flipmoe.toolkits.logs.masking import MASK_PREFIX, MASK_SUFFIX, MEMORY_CHARS_PER_ENTRY, MaskCache, Masker
 
 
 @dataclass(kw_only=True)

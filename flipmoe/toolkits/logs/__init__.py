@@ -1,7 +1,7 @@
 """Log toolkit: template mining on drain3 with general masking, parsing-accuracy scores, and the
 incident analysis (template counts, changes against a reference, anomaly scores per service/pod)."""
 
-from director.toolkits.logs.compare import (
+from flipmoe.toolkits.logs.compare import (
     COUNT_COLUMNS,
     LogEvidence,
     LogFinding,
@@ -11,9 +11,9 @@ from director.toolkits.logs.compare import (
     template_counts,
     with_templates,
 )
-from director.toolkits.logs.masking import MASK_RULES, MaskCache, Masker, MaskRule
-from director.toolkits.logs.mining import LogParser, LogParserConfig, ParsedLine
-from director.toolkits.logs.scoring import grouping_accuracy, parsing_accuracy
+from flipmoe.toolkits.logs.masking import MASK_RULES, MaskCache, Masker, MaskRule
+from flipmoe.toolkits.logs.mining import LogParser, LogParserConfig, ParsedLine
+from flipmoe.toolkits.logs.scoring import grouping_accuracy, parsing_accuracy
 
 __all__ = [
     "COUNT_COLUMNS",

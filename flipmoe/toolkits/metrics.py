@@ -24,9 +24,9 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import pandas as pd
 
-from director.toolkits.findings import MetricAnomaly, MetricEvidence, MetricPattern
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.incident import Incident, IncidentMeta
+from flipmoe.toolkits.findings import MetricAnomaly, MetricEvidence, MetricPattern
 
 # ----------------------------------------------------------------------------------------- detectors
 

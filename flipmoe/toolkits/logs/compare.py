@@ -41,9 +41,9 @@ from typing import Literal
 
 import pandas as pd
 
-from director.toolkits.logs.mining import LogParser, LogParserConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import Incident
+from flipmoe.toolkits.logs.mining import LogParser, LogParserConfig
 
 ReferenceKind = Literal["baseline", "pre_alert", "none"]
 FindingKind = Literal["new_template", "frequency_shift", "disappeared_template", "level_surge",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from experts.config import DENOISER_MODES, PROMPT_SYMBOLS, SENTINELS, TokenizerConfig
+from data_pipeline.tokens import DENOISER_MODES, PROMPT_SYMBOLS, SENTINELS, TokenizerConfig
 from flipmoe.errors import FlipmoeInputError
 
 TOKENIZER_FILE = "tokenizer.model"

@@ -23,15 +23,15 @@ from typing import Literal
 
 import pandas as pd
 
-from director.toolkits.findings import (
+from flipmoe.toolkits.findings import (
     MetricAnomaly,
     MetricPattern,
     ServiceTraceSummary,
     SlowSpan,
     TraceAnomaly,
 )
-from director.toolkits.metrics import MetricReport
-from director.toolkits.traces import TraceReport
+from flipmoe.toolkits.metrics import MetricReport
+from flipmoe.toolkits.traces import TraceReport
 
 Detail = Literal["brief", "detailed"]
 

@@ -6,7 +6,7 @@ kept is the one its own expert finds likeliest per byte. A batch is split by cho
 each expert decodes its share in one padded batch.
 
 ```python
-from flipmoe.model import FlipMoE
+from router.moe import FlipMoE
 moe = FlipMoE.from_bundle("build/bundle-nano")
 out = moe.generate("2026-01-01 ERROR db-0 connection refused", task="log_template")
 out.text, out.expert, out.router_scores, out.confidence
@@ -63,8 +63,8 @@ class FlipMoE:
     @classmethod
     def from_bundle(cls, directory: str | Path | None = None, *, device: str = "cpu",
                     progress: bool = False) -> FlipMoE:
-        """Load a bundle (`flipmoe.bundle`); with no directory, the default one (built on first use)."""
-        from flipmoe.bundle import ensure_bundle, load_bundle
+        """Load a bundle (`router.bundle`); with no directory, the default one (built on first use)."""
+        from router.bundle import ensure_bundle, load_bundle
 
         experts, router, manifest = load_bundle(ensure_bundle(directory, progress=progress), device=device)
         return cls(experts, router, manifest=manifest)

@@ -31,9 +31,9 @@ import tokenize
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from experts.config import ANSWER_OPEN, INPUT_OPEN, N_SENTINELS, OBJECTIVES, TASK_OPEN
-from experts.data import IGNORE_INDEX, TaskExample, TrainingSequence
-from experts.tokenizer import Tokenizer
+from data_pipeline.examples import IGNORE_INDEX, TaskExample, TrainingSequence
+from data_pipeline.tokenizer import Tokenizer
+from data_pipeline.tokens import ANSWER_OPEN, INPUT_OPEN, N_SENTINELS, OBJECTIVES, TASK_OPEN
 from flipmoe.errors import FlipmoeInputError
 
 # Each row spends 3 tokens outside the text: the mode (or nothing), `<answer>` and eos.

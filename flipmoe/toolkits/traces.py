@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from director.toolkits.findings import ServiceTraceSummary, SlowSpan, TraceAnomaly, TraceEvidence
-from director.toolkits.metrics import format_utc_clock, reference_split_time
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.incident import Incident
+from flipmoe.toolkits.findings import ServiceTraceSummary, SlowSpan, TraceAnomaly, TraceEvidence
+from flipmoe.toolkits.metrics import format_utc_clock, reference_split_time
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,15 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from director.toolkits.events import EventReport
-from director.toolkits.findings import MetricPattern
-from director.toolkits.localize import RootCause
-from director.toolkits.logs import LogReport
-from director.toolkits.metrics import MetricReport
-from director.toolkits.traces import TraceReport
-from director.toolkits.vocabulary import TEXT_CLASSES, metric_category, text_classes
 from flipmoe.telemetry.incident import Topology
 from flipmoe.telemetry.taxonomy import FAULT_TYPES
+from flipmoe.toolkits.events import EventReport
+from flipmoe.toolkits.findings import MetricPattern
+from flipmoe.toolkits.localize import RootCause
+from flipmoe.toolkits.logs import LogReport
+from flipmoe.toolkits.metrics import MetricReport
+from flipmoe.toolkits.traces import TraceReport
+from flipmoe.toolkits.vocabulary import TEXT_CLASSES, metric_category, text_classes
 
 log = logging.getLogger(__name__)
 

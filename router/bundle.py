@@ -340,7 +340,7 @@ def _train_router(experts: Mapping[str, Any], examples: Sequence[Any], reference
 def evaluate(experts: Mapping[str, Any], router: Any, records: Sequence[Any], *,
              references: Mapping[str, Sequence[str]], max_new_tokens: int) -> dict[str, Any]:
     """Routing figures and per-task scores of FlipMoE (end to end), each expert, and each routing policy."""
-    from flipmoe.model import FlipMoE
+    from router.moe import FlipMoE
     from router.oracle import default_scorer
     from router.train import per_task_scores, routing_figures, task_owners
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import re
 
-from director.toolkits.describe import describe_metric, describe_trace
-from director.toolkits.events import EventReport
-from director.toolkits.findings import MetricAnomaly, MetricPattern, TraceAnomaly, to_json
-from director.toolkits.localize import Role, Signal, squash
-from director.toolkits.logs import LogReport
-from director.toolkits.metrics import MetricReport
-from director.toolkits.traces import TraceReport
-from director.toolkits.vocabulary import SYMPTOM_CATEGORIES, metric_category
+from flipmoe.toolkits.describe import describe_metric, describe_trace
+from flipmoe.toolkits.events import EventReport
+from flipmoe.toolkits.findings import MetricAnomaly, MetricPattern, TraceAnomaly, to_json
+from flipmoe.toolkits.localize import Role, Signal, squash
+from flipmoe.toolkits.logs import LogReport
+from flipmoe.toolkits.metrics import MetricReport
+from flipmoe.toolkits.traces import TraceReport
+from flipmoe.toolkits.vocabulary import SYMPTOM_CATEGORIES, metric_category
 
 _NODE_METRIC = re.compile(r"(^|[^a-z])node", re.IGNORECASE)
 _PER_SERIES_GROUP = 3  # strongest anomalies kept per (service, pod, metric category)
