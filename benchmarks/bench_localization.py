@@ -1,12 +1,15 @@
-"""Localisation and fault-type accuracy of the analysis path, with baselines, in one run.
+"""Localisation and fault-type accuracy of the shipped RCA path, with baselines, in one run.
 
-Data: chaos-gym incidents of several systems over every fault type, generated from seeds that were
-never used while developing (the seed base is printed), and the 28 labelled faults of the shared
-TrainTicket day when ../shared/data is present. Rankers, side by side: flipmoe (all modalities),
-the same path restricted to metrics / traces / logs only (ablation), a naive metric z-score
+Every flipmoe row is the Director running its runbook exactly as `flipmoe rca` does (steps in this
+process; `eval.localization.director_ranker`). Data: chaos-gym incidents of several systems over every
+fault type, generated from seeds that were never used while developing (the seed base is printed), and
+the 28 labelled faults of the shared TrainTicket day when ../shared/data is present. Rankers, side by
+side: flipmoe as shipped (the packaged model bundle, as `rca` uses by default), the same without a
+model, the no-model path restricted to metrics / traces / logs only (ablations), a naive metric z-score
 ranking, and random.
 
     python benchmarks/bench_localization.py [--per-system 100] [--systems webshop,ticketing] [--seed 700000]
+                                            [--no-model]
 """
 
 from __future__ import annotations
@@ -17,34 +20,41 @@ import tempfile
 import time
 from pathlib import Path
 
+from director.actors.base import RunSettings
 from eval.localization import (
     ablation_rankers,
+    director_ranker,
     evaluate,
-    find_incidents,
     format_table,
     random_ranker,
     zscore_ranker,
 )
+from flipmoe.telemetry import find_incidents
+from router.bundle import packaged_bundle
 
 SHARED_NEZHA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nezha-trainticket"
 
 
-def rankers() -> dict:
-    chosen = ablation_rankers({
-        "flipmoe (all modalities)": ("metrics", "traces", "logs", "events"),
-        "flipmoe metrics only": ("metrics",),
-        "flipmoe traces only": ("traces",),
-        "flipmoe logs only": ("logs",),
-    })
+def rankers(with_model: bool) -> dict:
+    chosen = {}
+    bundle = packaged_bundle() if with_model else None
+    if bundle is not None:
+        chosen["flipmoe rca (shipped, nano bundle)"] = director_ranker(settings=RunSettings(bundle=bundle))
+    chosen.update(ablation_rankers({
+        "flipmoe rca, no model": ("metrics", "traces", "logs", "events"),
+        "  metrics only": ("metrics",),
+        "  traces only": ("traces",),
+        "  logs only": ("logs",),
+    }))
     chosen["naive metric z-score"] = zscore_ranker()
     chosen["random"] = random_ranker()
     return chosen
 
 
-def run(name: str, directory: Path) -> None:
+def run(name: str, directory: Path, with_model: bool) -> None:
     incidents = find_incidents(directory)
     start = time.perf_counter()
-    scores = evaluate(incidents, rankers())
+    scores = evaluate(incidents, rankers(with_model))
     print(f"\n== {name}: {len(incidents)} incidents, evaluated in {time.perf_counter() - start:.0f} s")
     print(format_table(scores))
 
@@ -56,6 +66,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=700_000, help="seed base, never used during development")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for generating the corpus")
     parser.add_argument("--keep", help="keep the corpus in this directory (and reuse it when it is complete)")
+    parser.add_argument("--no-model", action="store_true", help="leave out the row with the packaged model bundle")
     args = parser.parse_args()
     from data_pipeline.chaos import generate_corpus
 
@@ -71,13 +82,13 @@ def main() -> None:
                 generate_corpus(system, args.per_system, seed=seed, out=out, workers=args.workers)
                 print(f"generated {args.per_system} {system} incidents (seed {seed}) "
                       f"in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-            run(f"chaos {system}", out)
+            run(f"chaos {system}", out, not args.no_model)
         if SHARED_NEZHA.is_dir():
             from flipmoe.importers.nezha import import_nezha
 
             nezha = root / "nezha"
             import_nezha(SHARED_NEZHA, nezha, overwrite=True)
-            run("real TrainTicket day (Nezha, 28 faults)", nezha)
+            run("real TrainTicket day (Nezha, 28 faults)", nezha, not args.no_model)
         else:
             print(f"\n(real TrainTicket day skipped: {SHARED_NEZHA} not found)")
 

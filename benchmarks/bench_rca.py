@@ -3,10 +3,13 @@
 Per data set (chaos webshop and ticketing incidents from seeds never used in development, and the
 28 faults of the shared TrainTicket day when ../shared/data is present), in one run:
 
+- cold start, first: the wall time of a fresh `flipmoe rca ONE_INCIDENT` process (imports, reading,
+  analysis, rendering) in-process (the default for one incident), with the packaged model bundle and
+  without, and with `--ray` (a local Ray started for it), next to the warm per-incident time;
 - the Director on a warm local Ray (incident in the object store, steps as tasks, runbook from the
-  knowledge base, no model), the same Director in-process, and the localisation toolkit alone
-  (`director.analysis.analyse_incident`): A@1/3/5, MRR, fault-type accuracy and p50/p95 seconds per
-  incident (reading the incident excluded), via `eval.localization.evaluate`;
+  knowledge base, no model) and the same Director in-process (`flipmoe rca` on one incident, `flipmoe
+  eval localization`): A@1/3/5, MRR, fault-type accuracy and p50/p95 seconds per incident (reading the
+  incident excluded), via `eval.localization.evaluate` — the two must agree;
 - the Director's per-stage breakdown on Ray: p50 / p95 seconds of every step, of planning (triage +
   retrieval) and of the total.
 
@@ -26,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from eval.localization import analysis_ranker, evaluate, find_incidents, format_table
+from eval.localization import evaluate, format_table, report_ranking
+from flipmoe.telemetry import find_incidents
 
 SHARED_NEZHA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nezha-trainticket"
 STAGES = ("planning", "triage", "metrics", "traces", "logs", "events", "explorer", "rank", "check", "diagnosis",
@@ -43,8 +47,7 @@ def director_ranker(executor: Any, timings: list[dict[str, float]]) -> Any:
     def rank(incident: Any) -> tuple[list[dict[str, Any]], str | None]:
         report = director.analyse(incident)
         timings.append(report.timings_s)
-        ranking = [{"service": c.service, "pod": c.pod, "node": c.node, "score": c.score} for c in report.root_causes]
-        return ranking, report.root_causes[0].fault_type if report.root_causes else None
+        return report_ranking(report)
 
     return rank
 
@@ -61,20 +64,38 @@ def stage_table(timings: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def run(name: str, directory: Path, ray_executor: Any, *, limit: int | None) -> None:
+def run(name: str, directory: Path, ray_executor: Any, *, limit: int | None, timings: list[dict[str, float]]
+        ) -> None:
     from director.runtime import LocalExecutor
 
     incidents = find_incidents(directory)[:limit]
     ray_timings: list[dict[str, float]] = []
     rankers = {"director on Ray (warm)": director_ranker(ray_executor, ray_timings),
-               "director in-process": director_ranker(LocalExecutor(), []),
-               "localisation toolkit alone": analysis_ranker()}
+               "director in-process": director_ranker(LocalExecutor(), [])}
     start = time.perf_counter()
     scores = evaluate(incidents, rankers)
     print(f"\n== {name}: {len(incidents)} incidents, evaluated in {time.perf_counter() - start:.0f} s")
     print(format_table(scores))
     print(f"\nper-stage seconds, director on Ray ({name}):")
     print(stage_table(ray_timings))
+    timings.extend(ray_timings)
+
+
+def cold_starts(incident: Path, out: Path) -> list[tuple[str, float]]:
+    """Wall seconds of fresh `flipmoe rca` processes on one incident (what an on-call engineer waits)."""
+    import subprocess
+
+    rows = []
+    for name, extra in (("in-process, no model", ["--no-model"]), ("in-process, nano bundle (default)", []),
+                        ("local Ray started for it, no model", ["--ray", "--no-model"])):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "flipmoe", "rca", str(incident), "--out", str(out), *extra],
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"flipmoe rca {' '.join(extra)} failed: {done.stderr[-500:]}")
+        rows.append((name, seconds))
+    return rows
 
 
 def main() -> None:
@@ -90,10 +111,6 @@ def main() -> None:
     from data_pipeline.chaos import generate_corpus
     from director.runtime import RayExecutor, start_ray
 
-    start = time.perf_counter()
-    start_ray(num_cpus=args.workers)
-    print(f"Ray started in {time.perf_counter() - start:.1f} s ({args.workers} CPUs)", file=sys.stderr)
-    executor = RayExecutor()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         corpora: list[tuple[str, Path]] = []
@@ -110,13 +127,26 @@ def main() -> None:
             if not (nezha.is_dir() and any(nezha.glob("*/incident.json"))):
                 import_nezha(SHARED_NEZHA, nezha, overwrite=True)
             corpora.append(("real TrainTicket day (Nezha, 28 faults)", nezha))
-        warm = find_incidents(corpora[0][1])[0]
+        first = find_incidents(corpora[0][1])[0]
+        cold = cold_starts(first, root / "reports")
+
+        start = time.perf_counter()
+        start_ray(num_cpus=args.workers)
+        print(f"Ray started in {time.perf_counter() - start:.1f} s ({args.workers} CPUs)", file=sys.stderr)
+        executor = RayExecutor()
         from director.director import Director
         from flipmoe.telemetry import read_incident
 
-        Director(executor).analyse(read_incident(warm))  # workers start and import once, outside the figures
+        Director(executor).analyse(read_incident(first))  # workers start and import once, outside the figures
+        warm: list[dict[str, float]] = []
         for name, directory in corpora:
-            run(name, directory, executor, limit=args.limit)
+            run(name, directory, executor, limit=args.limit, timings=warm)
+        print(f"\ncold start vs warm, one incident of {corpora[0][0]} ({first.name}):")
+        print(f"{'':<46} {'wall s':>8}")
+        for name, seconds in cold:
+            print(f"{'cold: flipmoe rca ONE, ' + name:<46} {seconds:>8.1f}")
+        totals = [t['total'] for t in warm]
+        print(f"{'warm: per incident on Ray, p50 (no model)':<46} {np.percentile(totals, 50):>8.1f}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import base64
 import hashlib
 import importlib
 import inspect
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +241,3 @@ def quality_samples(texts: Sequence[tuple[str, str]], *, seed: int = 0) -> list[
         name = names[int(rng.integers(len(names)))]
         samples.append(LabelledSample(CORRUPTIONS[name](text, rng), 0, group))
     return samples
-
-
-def write_card(path: str | Path, scores: dict[str, dict[str, float]]) -> None:
-    Path(path).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")

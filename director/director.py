@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +28,7 @@ from director.dsl import Plan, RunbookError, load_plan
 from director.report import Decision, Gap, RcaReport, RunbookRecord, StepRecord
 from director.runtime import DEFAULT_RETRIES, Executor, Interpreter, StepMeta
 from flipmoe.telemetry.incident import Incident
+from flipmoe.toolkits.index import IncidentIndex, build_index
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,22 @@ class Director:
         """A template name or runbook file that overrides retrieval."""
 
     def analyse(self, incident: Incident) -> RcaReport:
+        return self.analyse_with_outputs(incident)[0]
+
+    def analyse_with_outputs(self, incident: Incident, steps: Sequence[str] = ()) -> tuple[RcaReport, dict[str, Any]]:
+        """The report, and the outputs of the named runbook steps (e.g. "diagnosis": the features the
+        diagnosis model read, for training it on exactly what `rca` computes); a step that did not run
+        or failed maps to None."""
         start = time.perf_counter()
-        self.executor.begin(incident, self.settings)
+        index = build_index(incident)
+        self.executor.begin(incident, self.settings, index)
         try:
-            return self._analyse(incident, start)
+            report, interpreter = self._analyse(incident, index, start)
+            return report, {name: interpreter.fetch(name) for name in steps}
         finally:
             self.executor.end()
 
-    def _analyse(self, incident: Incident, start: float) -> RcaReport:
+    def _analyse(self, incident: Incident, index: IncidentIndex, start: float) -> tuple[RcaReport, Interpreter]:
         decisions: list[Decision] = []
 
         def decide(kind: str, detail: str) -> None:
@@ -116,7 +125,7 @@ class Director:
         interpreter = Interpreter(plan, self.executor, settings=self.settings,
                                   precomputed={"triage": (triage_meta, triage_handle)} if triage_handle else None)
         result = interpreter.run()
-        draft = self._draft(incident, interpreter, result.gaps, decide)
+        draft = self._draft(incident, index, interpreter, result.gaps, decide)
         steps = result.steps
         if triage_handle is None:  # triage failed: record it as the plan's first step
             steps = [StepRecord(name="triage", actor="triage", status=triage_meta.status,  # type: ignore[arg-type]
@@ -134,10 +143,12 @@ class Director:
             gaps.append(Gap(what="runbook", reason=f"stopped early: {result.stopped}"))
         model = {"bundle": str(self.settings.bundle), "remote": self.settings.remote_url} \
             if self.settings.bundle or self.settings.remote_url else None
-        return RcaReport(incident=incident.id, alert=incident.meta.alert, window=incident.meta.window.to_json(),
-                         root_causes=draft.root_causes, summary=draft.summary, reasoning=draft.reasoning,
-                         findings=draft.findings, modalities_used=draft.modalities_used, runbook=record, gaps=gaps,
-                         queries=draft.queries, model=model, timings_s=timings)
+        report = RcaReport(incident=incident.id, alert=incident.meta.alert, window=incident.meta.window.to_json(),
+                           root_causes=draft.root_causes, summary=draft.summary, reasoning=draft.reasoning,
+                           findings=draft.findings, modalities_used=draft.modalities_used, runbook=record, gaps=gaps,
+                           queries=draft.queries, call_graph=[list(e) for e in index.call_edges], model=model,
+                           timings_s=timings)
+        return report, interpreter
 
     # ------------------------------------------------------------------------------------ planning
 
@@ -196,7 +207,7 @@ class Director:
 
     # -------------------------------------------------------------------------------------- report
 
-    def _draft(self, incident: Incident, interpreter: Interpreter, gaps: list[Gap],
+    def _draft(self, incident: Incident, index: IncidentIndex, interpreter: Interpreter, gaps: list[Gap],
                decide: Callable[[str, str], None]) -> ReportDraft:
         """The assemble step's draft, or one the Director assembles from the run's outputs."""
         report_steps = [s.name for s in interpreter.plan.runbook.final if interpreter.plan.actors[s.name].name
@@ -222,7 +233,7 @@ class Director:
             if value is not None and "trials" not in arguments and _fits(value, fields["trials"].annotation):
                 arguments["trials"] = value
         try:
-            return registry()["assemble"].run(ActorContext(incident=incident, settings=self.settings),
+            return registry()["assemble"].run(ActorContext(incident=incident, settings=self.settings, index=index),
                                               arguments)  # type: ignore[return-value]
         except Exception as err:  # the last resort: an empty report that says why
             gaps.append(Gap(what="report", reason=f"could not be assembled: {type(err).__name__}: {err}"))
@@ -281,3 +292,17 @@ def _fits(value: Any, annotation: Any) -> bool:
 
 def _unique(gaps: list[Gap]) -> list[Gap]:
     return list({(g.what, g.reason): g for g in gaps}.values())
+
+
+def local_director(*, settings: RunSettings | None = None, runbook: str | None = None) -> Director:
+    """A Director whose steps run in this process (`LocalExecutor`): the same runbooks, actors and report
+    as on Ray, for one incident at a time without a cluster (evaluation, tests, `flipmoe rca` on one incident)."""
+    from director.runtime import LocalExecutor
+
+    return Director(LocalExecutor(), settings=settings, runbook=runbook)
+
+
+def analyse_incident(incident: Incident, *, settings: RunSettings | None = None, runbook: str | None = None
+                     ) -> RcaReport:
+    """One incident through the Director in this process: the report `flipmoe rca` writes for it."""
+    return local_director(settings=settings, runbook=runbook).analyse(incident)

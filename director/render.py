@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from director.report import Evidence, RcaReport, RootCause
-from flipmoe.telemetry.incident import Incident, call_edges
+from flipmoe.telemetry.incident import Incident
+from flipmoe.toolkits.index import build_index
 
 _MAX_METRIC_PANELS = 4
 _MAX_PODS_PER_PANEL = 4
@@ -484,13 +485,11 @@ def _clock(ts: pd.Timestamp) -> str:
     return ts.tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _edges(incident: Incident) -> list[tuple[str, str]]:
-    edges: set[tuple[str, str]] = set()
-    if incident.topology is not None:
-        edges.update(incident.topology.edges)
-    if not edges and incident.spans is not None:
-        edges.update(call_edges(incident.spans))
-    return sorted(edges)
+def _edges(report: RcaReport, incident: Incident) -> list[tuple[str, str]]:
+    """The call graph the ranking walked (in the report), else the incident's."""
+    if report.call_graph:
+        return [(a, b) for a, b in report.call_graph]
+    return list(build_index(incident).call_edges)
 
 
 def _layers(services: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, int]:
@@ -513,7 +512,7 @@ def _layers(services: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[s
 
 def call_graph_plot(report: RcaReport, incident: Incident) -> Plot:
     title = "Call graph"
-    edges = _edges(incident)
+    edges = _edges(report, incident)
     services = sorted({s for e in edges for s in e} | {c.service for c in report.root_causes})
     if not edges:
         return Plot(title=title, note="no topology and no spans: the call graph is unknown")

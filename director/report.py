@@ -112,6 +112,8 @@ class RcaReport(_Model):
     queries: dict[str, list[str]] = Field(default_factory=dict,
                                           description="follow-up queries for the back-ends: {'promql': [...], "
                                                       "'logql': [...]}")
+    call_graph: list[list[str]] = Field(default_factory=list,
+                                        description="the (caller, callee) service edges the ranking walked")
     model: dict[str, Any] | None = Field(default=None, description="bundle and experts used, if any")
     timings_s: dict[str, float] = Field(default_factory=dict, description="per stage, and 'total'")
 

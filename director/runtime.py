@@ -3,14 +3,15 @@
 The interpreter walks the validated runbook on the driver. Steps go to an executor:
 
 - `LocalExecutor` runs them in this process, one after another (unit tests, `flipmoe rca --local`);
-- `RayExecutor` runs each step as a Ray task. The incident is put in the object store once per run
-  and each worker keeps the deserialised copy for the run's later steps; a step's output stays in
-  the object store and goes straight to the steps that use it, so the driver only fetches what a
-  condition, a hypothesis list or the report needs. Scheduling is dataflow: every step is
-  submitted as soon as the interpreter reaches it, with the output handles of the steps it reads,
-  so independent steps run at once (a `parallel` block states and checks that independence). A
-  worker that dies is replaced and the step re-run (Ray's `max_retries`); a step past its timeout
-  is cancelled.
+- `RayExecutor` runs each step as a Ray task. The incident (with its index) is put in the object
+  store once per run and each worker keeps the deserialised copy for the run's later steps; a step's
+  output stays in the object store and goes straight to the steps that use it, so the driver only
+  fetches what a condition, a hypothesis list or the report needs. A worker that dies is replaced and
+  the step re-run (Ray's `max_retries`); a step past its timeout is cancelled.
+
+The runbook's structure is the schedule: a statement starts after the one before it ends, the steps of
+a `parallel` block run at the same time, an `if` runs only the branch its condition picks, and
+`hypotheses` runs its body per candidate until one is accepted (back-tracking on no evidence).
 
 Whatever happens to a step — an exception in the actor, a timeout, a dead worker after its retries —
 becomes its record's status and a `Gap`; the run goes on and its `finally` steps always run.
@@ -46,6 +47,7 @@ from director.dsl.syntax import (
 )
 from director.report import Decision, Gap, StepRecord
 from flipmoe.telemetry.incident import Incident
+from flipmoe.toolkits.index import IncidentIndex, build_index
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,9 @@ def execute_step(actor_name: str, ctx: ActorContext, template: dict[str, Any], u
 class Executor(Protocol):
     """Runs steps for one incident at a time; handles are opaque to the interpreter."""
 
-    def begin(self, incident: Incident, settings: RunSettings) -> None: ...
+    def begin(self, incident: Incident, settings: RunSettings, index: IncidentIndex | None = None) -> None:
+        """Start a run: every step of it sees `incident` and its `index` (built here when not given)."""
+        ...
 
     def submit(self, actor_name: str, template: dict[str, Any], upstream: list[Any], *, retries: int) -> Any:
         """Start a step; `upstream` holds output handles of steps that may still be running."""
@@ -142,8 +146,9 @@ class LocalExecutor:
         self._ctx: ActorContext | None = None
         self._extra_cache = cache or {}
 
-    def begin(self, incident: Incident, settings: RunSettings) -> None:
-        self._ctx = ActorContext(incident=incident, settings=settings, cache=dict(self._extra_cache))
+    def begin(self, incident: Incident, settings: RunSettings, index: IncidentIndex | None = None) -> None:
+        self._ctx = ActorContext(incident=incident, settings=settings, index=index,  # type: ignore[arg-type]
+                                 cache=dict(self._extra_cache))
 
     def submit(self, actor_name: str, template: dict[str, Any], upstream: list[Any], *, retries: int) -> Any:
         assert self._ctx is not None, "begin() first"
@@ -234,7 +239,9 @@ class Interpreter:
                 self._block(self.plan.runbook.body)
             except _Stop as stop:
                 self.result.stopped = stop.reason
-            self._steps(list(self.plan.runbook.final), final=True)
+            for step in self.plan.runbook.final:
+                self._steps([step], final=True)
+                self._settle([step.name])
             self._settle()
         finally:
             self.result.steps.sort(key=lambda record: record.started_s)
@@ -259,8 +266,10 @@ class Interpreter:
         for statement in statements:
             if isinstance(statement, Step):
                 self._steps([statement], final=False)
+                self._settle([statement.name])
             elif isinstance(statement, Parallel):
                 self._steps(list(statement.steps), final=False)
+                self._settle([s.name for s in statement.steps])
             elif isinstance(statement, If):
                 self._settle(_condition_roots(statement.condition))
                 taken = self._condition(statement.condition)
@@ -309,13 +318,13 @@ class Interpreter:
     # --------------------------------------------------------------------------------------- steps
 
     def _steps(self, steps: list[Step], *, final: bool) -> None:
-        """Submit `steps` (a parallel block, or one step) without waiting for them.
+        """Submit `steps` (a parallel block, or one step); the caller waits for them (`_settle`).
 
-        Execution is dataflow: a step's output handle is bound at once, so later steps that use it are
-        submitted right away and the executor runs each as soon as its inputs exist, and independent
-        steps run at the same time whether or not a `parallel` block says so. The interpreter waits
-        only where it must decide: a step with an `on no_evidence` action, a condition, a hypothesis
-        list, the end of a hypothesis, the end of the run.
+        The runbook's structure is its schedule: a statement starts when the one before it has ended, the
+        steps of a `parallel` block run at the same time (on Ray, as concurrent tasks) and the block ends
+        when all of them have, an `if` runs only the branch its condition picks, and a hypothesis' body
+        runs once per candidate until one is accepted. Outputs still travel as handles from step to step,
+        so the driver fetches only what a condition, a hypothesis list or the report needs.
         """
         for step in steps:
             if step.name in self.precomputed and not final:
@@ -505,7 +514,8 @@ def _worker_context(box: list[Any], settings: RunSettings) -> ActorContext:
     if ctx is None:
         while len(_WORKER_INCIDENTS) >= 2:  # a warm worker serves incident after incident
             _WORKER_INCIDENTS.pop(next(iter(_WORKER_INCIDENTS)))
-        ctx = _WORKER_INCIDENTS[key] = ActorContext(incident=ray.get(box[0]), settings=settings)
+        incident, index = ray.get(box[0])
+        ctx = _WORKER_INCIDENTS[key] = ActorContext(incident=incident, settings=settings, index=index)
     return ctx
 
 
@@ -535,10 +545,10 @@ class RayExecutor:
         self._box: list[Any] | None = None
         self._settings = RunSettings()
 
-    def begin(self, incident: Incident, settings: RunSettings) -> None:
+    def begin(self, incident: Incident, settings: RunSettings, index: IncidentIndex | None = None) -> None:
         import ray
 
-        self._box = [ray.put(incident)]
+        self._box = [ray.put((incident, index or build_index(incident)))]
         self._settings = settings
 
     def submit(self, actor_name: str, template: dict[str, Any], upstream: list[Any], *, retries: int) -> Any:

@@ -1,4 +1,4 @@
-"""Localisation evaluation: run the analysis path over incident directories and score it.
+"""Localisation evaluation: run the shipped RCA path (the Director) over incident directories and score it.
 
 Ground truth is read here, through the evaluation accessor `load_label`, *after* the analysis has
 produced its answer; the analysis itself never sees it. Scores follow the RCA literature: A@k is the
@@ -152,45 +152,44 @@ def _cell(value: float | int | None) -> str:
     return f"{value:.3f}"
 
 
-def analysis_ranker(**config_overrides: Any) -> Ranker:
-    """The platform's analysis path (`director.analysis.analyse_incident`) as a ranker."""
-    from director.analysis import AnalysisConfig, analyse_incident, analysis_summary
+def director_ranker(*, settings: Any = None, runbook: str | None = None, top: int = 20) -> Ranker:
+    """The shipped path as a ranker: the Director runs its runbook in this process (`flipmoe rca`'s steps,
+    actors and report) and the report's root causes are the ranking.
 
-    config = AnalysisConfig(**config_overrides)
+    `settings` is a `director.actors.base.RunSettings` (model bundle, modalities for an ablation);
+    `runbook` forces a template instead of retrieval.
+    """
+    from dataclasses import replace
+
+    from director.actors.base import RunSettings
+    from director.director import local_director
+
+    settings = replace(settings or RunSettings(), top=top)
+    director = local_director(settings=settings, runbook=runbook)
 
     def rank(incident: Incident) -> tuple[Ranking, str | None]:
-        summary = analysis_summary(analyse_incident(incident, config=config), top=20)
-        return summary["root_causes"], summary["fault_type"]
+        return report_ranking(director.analyse(incident))
 
     return rank
 
 
-def ablation_rankers(modality_sets: Mapping[str, Sequence[str]]) -> dict[str, Ranker]:
-    """The analysis path restricted to modality subsets, sharing one analysis per incident.
+def report_ranking(report: Any) -> tuple[Ranking, str | None]:
+    """(root-cause entries, fault type) of an `RcaReport`: the JSON `flipmoe eval localization` writes."""
+    ranking = [{"service": c.service, "pod": c.pod, "node": c.node, "score": round(c.score, 4)}
+               for c in report.root_causes]
+    fault = report.root_causes[0].fault_type if report.root_causes else None
+    return ranking, fault
 
-    Each toolkit is independent of the others, so ranking the signals of a subset is the same as
-    running the path with only those modalities — at the cost of one analysis instead of several.
-    """
-    from director.analysis import analyse_incident, localize
 
-    cache: dict[str, Any] = {}
+def ablation_rankers(modality_sets: Mapping[str, Sequence[str]], *, settings: Any = None) -> dict[str, Ranker]:
+    """The shipped path restricted to modality subsets (`RunSettings.modalities`), one Director run each."""
+    from dataclasses import replace
 
-    def analysis_of(incident: Incident) -> Any:
-        if cache.get("id") != incident.id:
-            cache.update(id=incident.id, analysis=analyse_incident(incident))
-        return cache["analysis"]
+    from director.actors.base import RunSettings
 
-    def make(modalities: Sequence[str]) -> Ranker:
-        def rank(incident: Incident) -> tuple[Ranking, str | None]:
-            analysis = analysis_of(incident)
-            localization = localize(incident, analysis.signals, modalities=modalities)
-            ranking = [{"service": r.service, "pod": r.pod, "node": r.node, "score": round(r.score, 4)}
-                       for r in localization.root_causes[:20]]
-            fault = analysis.diagnosis.fault_type if analysis.diagnosis and len(modalities) == 4 else None
-            return ranking, fault
-        return rank
-
-    return {name: make(mods) for name, mods in modality_sets.items()}
+    base = settings or RunSettings()
+    return {name: director_ranker(settings=replace(base, modalities=tuple(mods)))
+            for name, mods in modality_sets.items()}
 
 
 def random_ranker(seed: int = 0) -> Ranker:
@@ -229,13 +228,7 @@ def zscore_ranker() -> Ranker:
 
 
 def _pods_by_service(incident: Incident) -> dict[str, list[str | None]]:
-    pods: dict[str, set[str]] = {}
-    for name in incident.modalities:
-        table = incident.telemetry.table(name)
-        assert table is not None
-        for service, pod in table[["service", "pod"]].dropna(subset=["service"]).drop_duplicates().itertuples(
-                index=False):
-            pods.setdefault(service, set())
-            if isinstance(pod, str):
-                pods[service].add(pod)
-    return {s: (sorted(p) or [None]) for s, p in pods.items()}  # type: ignore[misc]
+    from flipmoe.toolkits.index import build_index
+
+    index = build_index(incident)
+    return {s: list(index.pods_of_service.get(s, ())) or [None] for s in index.services}

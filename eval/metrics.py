@@ -1,5 +1,8 @@
 """Task metrics, each normalised to [0, 1]: pure functions over plain data.
 
+Text metrics shared with expert training (`exact_match`, `token_f1`, `rouge2`) live in
+`experts.scoring`, so a task scored here and during training gets one score; this module adds:
+
 - classification: accuracy, F1 / macro-F1;
 - summaries: ROUGE-2 (the `rouge-score` package) normalised by inter-reference agreement — the mean
   ROUGE-2 of the output against the references divided by the mean pairwise ROUGE-2 among the
@@ -15,32 +18,15 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from itertools import combinations
-from typing import Any
+
+from experts.scoring import rouge2
 
 # Entities a hallucination check looks for: names with digits, dashes or dots (pods, hosts, ids),
 # snake_case metric names, IPs, ports — the tokens a model can invent; plain words are not checked.
 _ENTITY = re.compile(r"(?<![\w.-])(?:\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?|[A-Za-z][\w]*(?:[-_.][\w]+)+|[A-Za-z]+\d[\w]*)"
                      r"(?![\w-])")
-
-
-def exact_match(prediction: str, reference: str) -> float:
-    return float(_normalise(prediction) == _normalise(reference))
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style token F1 between two strings."""
-    predicted, expected = _normalise(prediction).split(), _normalise(reference).split()
-    if not predicted or not expected:
-        return float(predicted == expected)
-    common = sum((Counter(predicted) & Counter(expected)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(expected)
-    return 2 * precision * recall / (precision + recall)
 
 
 def macro_f1(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -55,17 +41,6 @@ def macro_f1(predictions: Sequence[str], references: Sequence[str]) -> float:
         fn = sum(p != label and r == label for p, r in zip(predictions, references, strict=True))
         scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return sum(scores) / len(scores)
-
-
-@lru_cache(maxsize=1)
-def _rouge() -> Any:
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rouge2"], use_stemmer=True)
-
-
-def rouge2(prediction: str, reference: str) -> float:
-    return float(_rouge().score(reference, prediction)["rouge2"].fmeasure)
 
 
 def reference_agreement(references: Sequence[str]) -> float:
@@ -134,7 +109,3 @@ def reciprocal_rank(ranked: Iterable[str], truth: str) -> float:
         if name == truth:
             return 1.0 / rank
     return 0.0
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().strip().rstrip(".").split())

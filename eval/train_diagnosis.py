@@ -156,19 +156,19 @@ def collect_samples(config: DiagnosisTrainingConfig, *,
 def _sample(system: str, fault: str, seed: int, window_minutes: float) -> Sample | str:
     """One incident -> its sample, or why there is none (runs in a worker process)."""
     from data_pipeline.chaos import ChaosConfig, generate_incident
-    from director.analysis import analyse_incident
+    from director.director import local_director
 
     try:
         incident, label = generate_incident(system, fault, seed=seed, window_minutes=window_minutes,
                                             config=ChaosConfig(include_code=False))
-        analysis = analyse_incident(incident)
+        report, outputs = local_director().analyse_with_outputs(incident, ["diagnosis"])
     except Exception as err:  # one odd incident must not lose the rest of a long run
         return f"{type(err).__name__}: {err}"
-    if analysis.diagnosis is None:
+    diagnosis = outputs["diagnosis"]
+    if diagnosis is None or not diagnosis.features or not report.root_causes:
         return "no suspect, so nothing to diagnose"
-    top = analysis.localization.root_causes[0]
-    return Sample(features=dict(analysis.diagnosis.features), fault_type=label.fault_type, system=system,
-                  seed=seed, localized=top.service == label.service)
+    return Sample(features=dict(diagnosis.features), fault_type=label.fault_type, system=system,
+                  seed=seed, localized=report.root_causes[0].service == label.service)
 
 
 def fit_diagnosis_model(samples: Sequence[Sample], *, c_grid: Sequence[float] = (0.1, 0.3, 1.0, 3.0, 10.0),

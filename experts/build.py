@@ -276,7 +276,7 @@ def _card(spec: ExpertSpec, *, preset: str, out_dir: Path, sources: Sources, ove
         "parameters": expert.num_parameters(),
         "vocab_size": expert.tokenizer.vocab_size,
         "data": {
-            "sources": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(sources).items()},
+            "sources": sources.describe(),
             "corpus_documents": len(corpus),
             "corpus_chars": sum(len(d) for d in corpus),
             "pretrain_documents": len(pretrain_docs),

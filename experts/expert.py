@@ -35,7 +35,7 @@ from data_pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
 from experts.config import ExpertConfig, format_prompt
 from experts.interface import Constraint, Generation
 from experts.model import build_decoder
-from flipmoe.config import from_dict, load_yaml, save_yaml
+from flipmoe.config import load_yaml, save_yaml
 from flipmoe.errors import FlipmoeInputError
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.yaml", "model.safetensors", "card.json"
@@ -271,8 +271,3 @@ def _atomic(path: Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def config_from_dict(data: dict[str, Any]) -> ExpertConfig:
-    """An `ExpertConfig` from plain data (keys and types checked)."""
-    return from_dict(ExpertConfig, data)

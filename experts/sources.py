@@ -3,8 +3,9 @@
 The chaos gym gives incidents with ground truth: the training split uses seeds `seed, seed + 1, ...`
 and the held-out split seeds from `HELDOUT_SEED_BASE` (600000) up, a range the project keeps for
 evaluation, so no held-out incident is ever simulated for training (and a `random` system is drawn
-from the seed, so held-out random incidents also run on topologies training never saw). Incidents
-are memoised in this process, so the four families (and corpus and task data of one family) share one simulation each.
+from the seed, so held-out random incidents also run on topologies training never saw). A `Sources`
+memoises what it reads, so the families built from one instance (and the corpus and task data of one
+family) share one simulation per incident; nothing is kept between instances.
 
 The real data is optional: LogHub's 2k samples (`loghub/<System>/<System>_2k.log_structured.csv`,
 whose `EventTemplate` column is the ground truth of log parsing) and Nezha's TrainTicket logs. It is
@@ -15,14 +16,13 @@ use `tests/fixtures/loghub`, files with the columns `Content` and `EventTemplate
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -72,7 +72,11 @@ class ChaosSample:
 
 @dataclass(kw_only=True)
 class Sources:
-    """The data every family draws from; nano defaults generate in well under a minute on 2 cores."""
+    """The data every family draws from; nano defaults generate in well under a minute on 2 cores.
+
+    The instance memoises its simulated incidents (shared with every caller: treat them as read-only)
+    and its LogHub tables; a new instance reads and simulates afresh.
+    """
 
     shared_data: Path | None = field(default_factory=find_shared_data)
     """Root of the real data sets (`loghub/`, `nezha-trainticket/`); None trains on chaos data only."""
@@ -105,6 +109,23 @@ class Sources:
                                     hint="seeds from there up are the held-out split")
         if not self.systems:
             raise FlipmoeInputError("Sources.systems must name at least one chaos system")
+        # Plain attributes, not fields: the memo is neither a setting nor part of equality or cards.
+        self._incidents: dict[tuple[str, str, int, float], ChaosSample] = {}
+        self._loghub_tables: dict[tuple[Path, int], pd.DataFrame] = {}
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting as plain data for a training card, with no machine paths: `shared_data` becomes the
+        names of the data sets found there (`FLIPMOE_SHARED_DATA` finds them again), `loghub` its folder's name."""
+        described: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "shared_data":
+                root = Path(value) if value else None
+                value = sorted(p.name for p in root.iterdir() if p.is_dir()) if root and root.is_dir() else []
+            elif f.name == "loghub":
+                value = Path(value).name if value else None
+            described[f.name] = list(value) if isinstance(value, tuple) else value
+        return described
 
     def seeds(self, split: str) -> list[int]:
         """Chaos seeds of a split; the two ranges never meet."""
@@ -120,9 +141,12 @@ class Sources:
 
         faults = list(FAULT_TYPES)
         first = self.seed + (0 if split == "train" else len(faults) // 2)
-        return [_incident(self.systems[i % len(self.systems)], faults[(first + i) % len(faults)], seed,
-                          self.window_minutes)
+        keys = [(self.systems[i % len(self.systems)], faults[(first + i) % len(faults)], seed, self.window_minutes)
                 for i, seed in enumerate(self.seeds(split))]
+        for key in keys:
+            if key not in self._incidents:
+                self._incidents[key] = _simulate(*key)
+        return [self._incidents[key] for key in keys]
 
     def examples(self, split: str) -> int:
         """How many examples a task keeps in `split`."""
@@ -138,7 +162,12 @@ class Sources:
 
     def loghub_table(self) -> pd.DataFrame:
         """Columns system, content, template, level (level empty where the system has none)."""
-        frames = [_loghub_table(path, self.loghub_lines) for path in self.loghub_files()]
+        frames = []
+        for path in self.loghub_files():
+            key = (path, self.loghub_lines)
+            if key not in self._loghub_tables:
+                self._loghub_tables[key] = _read_loghub(path, self.loghub_lines)
+            frames.append(self._loghub_tables[key])
         frames = [f for f in frames if not f.empty]
         if not frames:
             return pd.DataFrame(columns=["system", "content", "template", "level"])
@@ -194,8 +223,7 @@ def check_split(split: str) -> None:
         raise FlipmoeInputError(f"unknown split {split!r}", hint="choose 'train' or 'heldout'")
 
 
-@functools.lru_cache(maxsize=256)
-def _incident(system: str, fault: str, seed: int, window_minutes: float) -> ChaosSample:
+def _simulate(system: str, fault: str, seed: int, window_minutes: float) -> ChaosSample:
     from data_pipeline.chaos import ChaosConfig, generate_incident
 
     # No code tree on disk: the code family builds its trees in memory (`data_pipeline.chaos.code`).
@@ -204,8 +232,7 @@ def _incident(system: str, fault: str, seed: int, window_minutes: float) -> Chao
     return ChaosSample(system=system, fault=fault, seed=seed, incident=incident, label=label)
 
 
-@functools.lru_cache(maxsize=64)
-def _loghub_table(path: Path, lines: int) -> pd.DataFrame:
+def _read_loghub(path: Path, lines: int) -> pd.DataFrame:
     frame = pd.read_csv(path, nrows=lines, dtype=str, keep_default_na=False)
     if not {"Content", "EventTemplate"} <= set(frame.columns):
         return pd.DataFrame()

@@ -4,9 +4,12 @@ A task's data comes from its family (`experts/<family>/tasks.py`, `task_data(sou
 module says how answers are scored and what a deterministic rule answers, so every expert's score
 has a baseline measured on the same examples. Metrics:
 
-- `exact`: the answer equals a reference after trimming whitespace (labels, templates, keys);
+- `exact`: the answer equals a reference (labels, templates, keys);
 - `token_f1`: F1 of the whitespace tokens shared with the best reference (locations, paths);
 - `rouge2`: ROUGE-2 F-measure against the best reference (sentences), via `rouge-score`.
+
+The metrics live in `experts.scoring`, which the evaluation harness uses too; its docstring says how
+answers are normalised before they are compared.
 
 Baselines take a batch of inputs, because some rules learn from the batch they read (Drain mines
 templates from all the lines it is given, as it would in production); `rule_baseline` answers one.
@@ -14,8 +17,6 @@ templates from all the lines it is given, as it would in production); `rule_base
 
 from __future__ import annotations
 
-import functools
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +25,7 @@ from data_pipeline.examples import TaskExample
 from experts.code import tasks as code_tasks
 from experts.logs import tasks as logs_tasks
 from experts.metrics import tasks as metrics_tasks
+from experts.scoring import exact_match, rouge2, token_f1
 from experts.traces import tasks as traces_tasks
 from flipmoe.errors import FlipmoeInputError
 
@@ -95,33 +97,6 @@ def score(task: str, predictions: Sequence[str], examples: Sequence[TaskExample]
     total = sum(max(metric(prediction, reference) for reference in (example.target, *example.references))
                 for prediction, example in zip(predictions, examples, strict=True))
     return total / len(examples)
-
-
-def exact_match(prediction: str, reference: str) -> float:
-    return float(prediction.strip() == reference.strip())
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD's token F1 over whitespace tokens (case kept: identifiers and paths are case-sensitive)."""
-    predicted, expected = prediction.split(), reference.split()
-    if not predicted or not expected:
-        return float(predicted == expected)
-    common = sum((Counter(predicted) & Counter(expected)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(expected)
-    return 2 * precision * recall / (precision + recall)
-
-
-def rouge2(prediction: str, reference: str) -> float:
-    return float(_rouge_scorer().score(reference, prediction)["rouge2"].fmeasure)
-
-
-@functools.cache
-def _rouge_scorer():  # type: ignore[no-untyped-def]
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rouge2"], use_stemmer=False)
 
 
 _METRICS: dict[str, Callable[[str, str], float]] = {"exact": exact_match, "token_f1": token_f1, "rouge2": rouge2}

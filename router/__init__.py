@@ -21,7 +21,6 @@ _LAZY = {
     "label_requests": "router.oracle",
     "RouterTrainConfig": "router.train",
     "fit_router": "router.train",
-    "train_router": "router.train",
 }
 
 __all__ = list(_LAZY)

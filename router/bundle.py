@@ -19,6 +19,7 @@ first use. A remote expert is an entry `{"kind": "remote", "base_url": ..., "mod
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -37,7 +38,8 @@ ROUTER_DIR, EXPERTS_DIR = "router", "experts"
 BUNDLE_ENV = "FLIPMOE_BUNDLE"
 """Environment variable naming the bundle commands use when none is given."""
 FORMAT = 1
-_PACKAGED = Path(__file__).resolve().parent / "bundles"
+# The nano bundle ships as package data of `flipmoe` (flipmoe/bundles/), found without importing it.
+_PACKAGED = Path(str(importlib.util.find_spec("flipmoe").origin)).parent / "bundles"  # type: ignore[union-attr]
 Progress = Callable[[str], None]
 
 
@@ -139,29 +141,46 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 def load_experts(directory: str | Path, *, device: str = "cpu") -> dict[str, Any]:
     """The bundle's experts by name: local checkpoints loaded, remote entries wrapped."""
-    directory = Path(directory)
-    experts: dict[str, Any] = {}
-    for name, entry in read_manifest(directory)["experts"].items():
-        kind = entry.get("kind", "local")
-        if kind == "local":
-            from experts.expert import Expert
+    manifest = read_manifest(directory)
+    return {name: load_expert(directory, name, manifest=manifest, device=device) for name in manifest["experts"]}
 
-            experts[name] = Expert.from_checkpoint(directory / entry["path"], device=device)
-        elif kind == "remote":
-            experts[name] = _remote_expert(name, entry)
-        else:
-            raise FlipmoeInputError(f"expert {name!r} has unknown kind {kind!r}", path=directory / BUNDLE_FILE,
-                                    hint="use 'local' or 'remote'")
-    return experts
+
+def load_expert(directory: str | Path, name: str, *, manifest: Mapping[str, Any] | None = None,
+                device: str = "cpu") -> Any:
+    """One of the bundle's experts: its checkpoint loaded, or its remote entry wrapped.
+
+    Serving loads experts one at a time, on first use, through this (`manifest` spares re-reading bundle.json).
+    """
+    directory = Path(directory)
+    entries = (manifest if manifest is not None else read_manifest(directory))["experts"]
+    if name not in entries:
+        raise FlipmoeInputError(f"the bundle has no expert {name!r}", path=directory / BUNDLE_FILE,
+                                hint=f"choose one of {', '.join(entries)}")
+    entry = entries[name]
+    kind = entry.get("kind", "local")
+    if kind == "local":
+        from experts.expert import Expert
+
+        return Expert.from_checkpoint(directory / entry["path"], device=device)
+    if kind == "remote":
+        return _remote_expert(name, entry)
+    raise FlipmoeInputError(f"expert {name!r} has unknown kind {kind!r}", path=directory / BUNDLE_FILE,
+                            hint="use 'local' or 'remote'")
+
+
+def load_router(directory: str | Path, *, manifest: Mapping[str, Any] | None = None) -> Any:
+    """The bundle's router (`router.model.Router`)."""
+    from router.model import Router
+
+    directory = Path(directory)
+    manifest = manifest if manifest is not None else read_manifest(directory)
+    return Router.load(directory / manifest.get("router", ROUTER_DIR))
 
 
 def load_bundle(directory: str | Path, *, device: str = "cpu") -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """(experts, router, manifest) of a bundle."""
-    from router.model import Router
-
-    directory = Path(directory)
     manifest = read_manifest(directory)
-    return load_experts(directory, device=device), Router.load(directory / manifest.get("router", ROUTER_DIR)), manifest
+    return load_experts(directory, device=device), load_router(directory, manifest=manifest), manifest
 
 
 def _remote_expert(name: str, entry: Mapping[str, Any]) -> Any:
@@ -470,5 +489,5 @@ def _say(progress: bool, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-__all__ = ["BundleConfig", "build_bundle", "ensure_bundle", "load_bundle", "load_experts", "read_manifest",
-           "retrain_router"]
+__all__ = ["BundleConfig", "build_bundle", "ensure_bundle", "load_bundle", "load_expert", "load_experts",
+           "load_router", "read_manifest", "retrain_router"]

@@ -25,7 +25,7 @@ from data_pipeline.examples import TaskExample
 from flipmoe.errors import FlipmoeInputError
 from router.encoder import EncoderConfig, HashedNgramEncoder
 from router.model import Router, RouterConfig, softmax
-from router.oracle import OracleRecord, Progress, Scorer, label_requests
+from router.oracle import OracleRecord, Progress, Scorer
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -50,14 +50,6 @@ class RouterTrainConfig:
     def __post_init__(self) -> None:
         if not self.c_grid or min(self.c_grid) <= 0 or self.folds < 2:
             raise FlipmoeInputError("router training needs positive c_grid values and folds >= 2")
-
-
-def train_router(experts: Mapping[str, Any], examples: Sequence[TaskExample], *,
-                 config: RouterTrainConfig = RouterTrainConfig(), scorer: Scorer | None = None,
-                 progress: Progress | None = None) -> tuple[Router, list[OracleRecord]]:
-    """Label `examples` with the frozen experts, then fit the router on the labels."""
-    records = label_requests(experts, examples, scorer=scorer, progress=progress)
-    return fit_router(records, tuple(experts), config=config, progress=progress), records
 
 
 def fit_router(records: Sequence[OracleRecord], experts: Sequence[str], *,

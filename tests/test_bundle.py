@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 from tiny_experts import EXPERT_TASKS, records, tiny_experts, write_bundle
 
+import flipmoe
 from flipmoe.cli import build_parser, main
 from flipmoe.errors import FlipmoeInputError
 from router import bundle as bundle_module
@@ -18,6 +20,7 @@ from router.bundle import (
     build_bundle,
     ensure_bundle,
     load_bundle,
+    load_expert,
     read_manifest,
     render_card,
 )
@@ -84,6 +87,20 @@ def test_load_bundle_gives_experts_router_and_manifest(tiny_bundle) -> None:  # 
     assert set(experts) == set(EXPERTS) and router.experts == EXPERTS and manifest["name"] == "flipmoe-tiny"
 
 
+def test_load_expert_loads_one_entry_local_or_remote(tiny_bundle, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The one expert loader: serving loads experts one at a time with it, `load_experts` all of them."""
+    assert load_expert(tiny_bundle, "logs").name == "logs"
+    with pytest.raises(FlipmoeInputError, match="no expert .nope.") as err:
+        load_expert(tiny_bundle, "nope")
+    assert "logs" in (err.value.hint or "")
+    manifest = {"experts": {"big": {"kind": "remote", "base_url": "http://127.0.0.1:9/v1", "model": "m"}}}
+    remote = load_expert(tmp_path, "big", manifest=manifest)
+    assert type(remote).__name__ == "RemoteExpert" and remote.model == "m"
+    manifest["experts"]["big"]["colour"] = "blue"
+    with pytest.raises(FlipmoeInputError, match="remote expert 'big'"):
+        load_expert(tmp_path, "big", manifest=manifest)
+
+
 def test_bundle_show_cli(tiny_bundle, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["bundle", "show", str(tiny_bundle), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
@@ -114,6 +131,20 @@ def test_card_renders_every_section() -> None:
     text = render_card(card)
     for needle in ("# flipmoe-nano", "| logs | 1,000", "router 0.900", "| t | 0.500", "    flipmoe ...", "total_s 60"):
         assert needle in text
+
+
+# An absolute path (`/work/...`, `~/...`, `C:\\...`) starting a word or a quoted string; URLs do not match.
+_ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'=(\[,])(?:/[\w.-]+/|~/|[A-Za-z]:\\)""", re.MULTILINE)
+
+
+def test_packaged_bundle_holds_no_machine_paths() -> None:
+    packaged = Path(flipmoe.__file__).parent / "bundles"
+    texts = [p for p in packaged.rglob("*") if p.suffix in {".json", ".md", ".yaml", ".csv", ".txt"}]
+    assert any(p.name == "card.json" for p in texts), "no packaged bundle to check"
+    found = {str(p.relative_to(packaged)): m.group(0).strip() for p in texts
+             for m in _ABSOLUTE_PATH.finditer(p.read_text(encoding="utf-8"))}
+    assert not found, f"machine paths in the packaged bundle (write them relative to the bundle): {found}"
+    assert _ABSOLUTE_PATH.search('"shared_data": "/work/shared/data"') and not _ABSOLUTE_PATH.search("https://x/y")
 
 
 @pytest.mark.slow

@@ -102,6 +102,18 @@ def test_other_metrics_on_known_inputs() -> None:
     assert canonical_promql('sum( up{ service="a b" } )') == 'sum(up{service="a b"})'
 
 
+def test_expert_tasks_score_the_same_here_and_in_expert_training() -> None:
+    from data_pipeline.examples import TaskExample
+    from experts.tasks import score
+
+    cases = [("log_level", "info", "INFO"), ("log_level", " INFO.\n", "INFO"),
+             ("exception_cause", "null deref at Main.go:17.", "null deref at main.go:17")]
+    for task, prediction, reference in cases:
+        item = EvalItem(id="i", input="x", references=(reference,))
+        example = TaskExample(task=task, input="x", target=reference)
+        assert get_task(task).score([prediction], [item])["score"] == score(task, [prediction], [example])
+
+
 def test_rule_model_runs_a_small_suite_end_to_end(tmp_path: Path) -> None:
     names = "log_anomaly_bgl,exception_kind,db_error_cause,blast_radius,sql_generation,promql_generation,trace_summary"
     run = run_suite(suite(names), [RuleModel()], data=small_data(incidents=2))

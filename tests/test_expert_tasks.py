@@ -5,6 +5,7 @@ Runs on the LogHub fixtures and a few short chaos incidents; never on `../shared
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ from data_pipeline.examples import TaskExample
 from experts.metrics.corpus import render_series
 from experts.metrics.tasks import detect_pattern, parse_series
 from experts.registry import EXPERT_FAMILIES, get_spec
+from experts.scoring import exact_match, rouge2, token_f1
 from experts.sources import HELDOUT_SEED_BASE, Sources, balanced, hash_split
-from experts.tasks import TASKS, exact_match, rouge2, rule_baseline, rule_baselines, score, token_f1
+from experts.tasks import TASKS, rule_baseline, rule_baselines, score
 from experts.traces.corpus import Span, Trace, render_trace
 from experts.traces.tasks import exclusive_ms, parse_trace, slow_path, slow_path_baseline
 from flipmoe.errors import FlipmoeInputError
@@ -42,8 +44,11 @@ def test_sources_seeds_are_disjoint_and_held_out_seeds_are_reserved(sources):
     assert not set(train) & set(heldout)
     assert max(train) < HELDOUT_SEED_BASE <= min(heldout)
     assert [s.seed for s in sources.chaos("heldout")] == heldout
-    # One simulation per incident, shared by every family that asks.
-    assert sources.chaos("train")[0] is Sources(**vars(sources)).chaos("train")[0]
+    # One simulation per incident, shared by every family that asks the same `Sources`; none kept between them.
+    first = sources.chaos("train")[0]
+    assert sources.chaos("train")[0] is first
+    again = dataclasses.replace(sources).chaos("train")[0]
+    assert again is not first and again.incident.meta == first.incident.meta
     with pytest.raises(FlipmoeInputError, match="below 600000"):
         Sources(shared_data=None, seed=HELDOUT_SEED_BASE - 1, train_incidents=2)
     with pytest.raises(FlipmoeInputError, match="split"):
@@ -114,6 +119,8 @@ def test_references_score_one_and_rule_baselines_beat_trivial_answers(data):
 
 def test_metrics_score_as_documented():
     assert exact_match(" INFO\n", "INFO") == 1.0 and exact_match("WARN", "INFO") == 0.0
+    assert exact_match("Connection \t closed <*>.", "Connection closed <*>") == 1.0  # whitespace, final stop
+    assert exact_match("info", "INFO") == 0.0 and exact_match("main.go:17", "main.go 17") == 0.0  # case, punctuation
     assert token_f1("null dereference at main.go:17", "null dereference at svc/main.go:17") == pytest.approx(0.75)
     assert rouge2("cpu of cart rose", "cpu of cart rose") == 1.0 and rouge2("a b", "c d") == 0.0
     example = TaskExample(task="log_level", input="x", target="ERROR", references=("FATAL",))

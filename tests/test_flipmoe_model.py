@@ -104,3 +104,31 @@ def test_from_bundle_loads_experts_and_router(experts, router, tmp_path) -> None
     prompt = "frontend GET /cart 40ms -> cartservice GetCart 20ms -> redis HGET 5ms status=error"
     assert moe.generate(prompt, max_new_tokens=3).text == FlipMoE(experts, confident(router)).generate(
         prompt, max_new_tokens=3).text
+
+
+def test_the_decision_takes_its_expert_calls_injected() -> None:
+    """`route_and_answer` (what `generate_batch` and the HTTP service share) with experts reached by a function."""
+    from experts.interface import Generation
+    from router.model import RouteDecision
+    from router.moe import ExpertAnswer, route_and_answer
+
+    class FixedRouter:
+        def route(self, prompts, tasks=None):  # type: ignore[no-untyped-def]
+            unsure = RouteDecision("logs", {"logs": 0.4, "metrics": 0.35, "traces": 0.25}, 0.4, ["metrics"])
+            sure = RouteDecision("traces", {"logs": 0.1, "metrics": 0.1, "traces": 0.8}, 0.8, [])
+            return [unsure if "?" in p else sure for p in prompts]
+
+    calls = []
+
+    def ask(name, prompts, task, scored):  # type: ignore[no-untyped-def]
+        calls.append((name, prompts, scored))
+        return [ExpertAnswer(Generation(f"{name}:{p}", name, "stop"), {"logs": 2.0, "metrics": 1.0}.get(name)
+                             if s else None) for p, s in zip(prompts, scored, strict=True)]
+
+    outs = route_and_answer(FixedRouter(), ["a?", "b"], available={"logs", "metrics", "traces"}, ask=ask)
+    assert sorted(calls) == [("logs", ["a?"], [True]), ("metrics", ["a?"], [True]), ("traces", ["b"], [False])]
+    assert (outs[0].expert, outs[0].routed_to, outs[0].text) == ("metrics", "logs", "metrics:a?")
+    assert outs[0].candidate_nll == {"logs": 2.0, "metrics": 1.0}
+    assert (outs[1].expert, outs[1].candidates) == ("traces", {})
+    alone = route_and_answer(FixedRouter(), ["a?"], available={"logs", "metrics"}, ask=ask, ensemble=False)
+    assert alone[0].expert == "logs" and alone[0].candidates == {}

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from conftest import START, tiny_incident
 
-from director.analysis import AnalysisConfig, analyse_incident, analysis_summary
+from director.actors.base import RunSettings
+from director.director import analyse_incident
 from flipmoe.cli import main
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import write_incident
@@ -95,9 +96,11 @@ def test_events_toolkit_scores_failures_above_changes():
 def test_analysis_works_with_any_subset_of_modalities():
     incident = tiny_incident()
     for modalities in [("metrics",), ("traces",), ("logs",), ("events",), ("metrics", "traces", "logs", "events")]:
-        analysis = analyse_incident(incident, config=AnalysisConfig(modalities=modalities))
-        assert {e.service for e in analysis.localization.root_causes} <= {"front", "api", "db"}
-        assert set(analysis.localization.modalities) <= set(modalities)
+        report = analyse_incident(incident, settings=RunSettings(modalities=modalities))
+        assert {c.service for c in report.root_causes} <= {"front", "api", "db"}
+        assert set(report.modalities_used) <= set(modalities)
+        left_out = {"metrics", "traces", "logs", "events"} - set(modalities)
+        assert all(f"{m} are left out" in " ".join(g.reason for g in report.gaps) for m in left_out)
 
 
 def test_missing_modalities_are_stated_not_fatal():
@@ -105,14 +108,15 @@ def test_missing_modalities_are_stated_not_fatal():
     incident.telemetry.logs = None
     incident.telemetry.spans = None
     incident.baseline = None
-    analysis = analyse_incident(incident)
-    assert any("no logs" in n for n in analysis.notes) and any("no traces" in n for n in analysis.notes)
-    assert analysis.localization.root_causes
+    report = analyse_incident(incident)
+    reasons = " ".join(g.reason for g in report.gaps)
+    assert "the incident has no logs" in reasons and "the incident has no traces" in reasons
+    assert report.root_causes
 
 
 def test_unknown_modality_is_rejected():
     with pytest.raises(FlipmoeInputError, match="unknown modality"):
-        AnalysisConfig(modalities=("metrics", "vibes"))
+        RunSettings(modalities=("metrics", "vibes"))
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +135,8 @@ def test_analysis_finds_injected_root_cause_on_chaos_incidents(chaos_corpus):
     from flipmoe.telemetry.label import load_label
 
     for directory in sorted(chaos_corpus.iterdir()):
-        analysis = analyse_incident(read_incident(directory))
-        services = [r["service"] for r in analysis_summary(analysis, top=20)["root_causes"]]
+        report = analyse_incident(read_incident(directory), settings=RunSettings(top=20))
+        services = [c.service for c in report.root_causes]
         assert load_label(directory).service in list(dict.fromkeys(services))[:3], directory.name
 
 

@@ -56,6 +56,22 @@ def test_parallel_steps_run_at_once(executor):
     assert b.started_s < a.started_s + a.duration_s and a.started_s < b.started_s + b.duration_s  # they overlap
 
 
+def test_a_step_runs_after_the_statement_it_follows(executor):
+    """Sequence is part of the plan: without a parallel block, independent steps do not overlap."""
+    _, result = _run('runbook s "s"\nstep a = test_sleep(seconds=1)\nstep b = test_sleep(seconds=1)\n', executor)
+    a, b = result.steps
+    assert a.status == b.status == "ok"
+    assert b.started_s >= a.started_s + a.duration_s - 0.05
+
+
+def test_a_branch_runs_only_when_its_condition_holds(executor):
+    _, result = _run('runbook i "i"\nstep t = triage()\nif "logs" in t.modalities {\n'
+                     '  step yes = test_sleep(seconds=0.1)\n} else {\n  step no = test_sleep(seconds=0.1)\n}\n',
+                     executor)
+    assert [s.name for s in result.steps] == ["t", "yes"]
+    assert any("then branch" in d.detail for d in result.decisions)
+
+
 def test_a_dead_worker_is_replaced_and_the_step_rerun(executor, tmp_path):
     marker = tmp_path / "crashed"
     _, result = _run(f'runbook c "c"\nstep c = test_crash_once(marker="{marker}")\n', executor)

@@ -42,6 +42,8 @@ def test_train_expert_writes_a_checkpoint_that_loads(small_sources: None, tmp_pa
     assert set(card["scores"]["expert"]) == set(expert.config.tasks) == set(card["scores"]["rule"])
     assert card["command"] == f"flipmoe train expert --expert logs --preset nano --out {out} --steps 6"
     assert card["data"]["task_examples"]["heldout"]["log_template"] > 0
+    # The card names data sets, not where this machine keeps them.
+    assert (card["data"]["sources"]["shared_data"], card["data"]["sources"]["loghub"]) == ([], "loghub")
     assert expert.config.model.vocab_size == expert.tokenizer.vocab_size
 
 

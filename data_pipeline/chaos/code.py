@@ -79,10 +79,6 @@ class CodeBase:
     def line(self, service: str, method: str, point: str) -> int:
         return self.handlers[(service, method)].lines[point]
 
-    def location(self, service: str, method: str, point: str = "compute") -> Location:
-        handler = self.handlers[(service, method)]
-        return Location(handler.file, handler.lines[point])
-
     def inject_bug(self, service: str, method: str, kind: str) -> Location:
         """Replace the handler's compute line with its `kind` bug; returns where the bug is."""
         handler = self.handlers[(service, method)]

@@ -21,6 +21,7 @@ Nezha `cpu_contention` -> cpu_contention, `cpu_consumed` -> cpu_hog, `network_de
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import logging
@@ -435,16 +436,20 @@ def _incident_id(system: str, seed: int, fault: str, window_minutes: float, targ
     return f"{system}-{hashlib.blake2b(params.encode(), digest_size=6).hexdigest()}"
 
 
-_CODE_ROOT: Path | None = None
-
-
 def _write_code(code: CodeBase, incident_id: str) -> Path:
-    """Write the source tree to a per-process temporary directory (removed at exit)."""
-    global _CODE_ROOT
-    if _CODE_ROOT is None:
-        _CODE_ROOT = Path(tempfile.mkdtemp(prefix="flipmoe-chaos-code-"))
-        atexit.register(shutil.rmtree, _CODE_ROOT, True)
-    directory = _CODE_ROOT / incident_id
-    shutil.rmtree(directory, ignore_errors=True)
+    """Write the source tree to a fresh directory of its own (removed at exit).
+
+    Never a directory named by the id alone: simulating the same incident twice in one process must not
+    rewrite, or let `_write_one`'s clean-up delete, the tree an earlier `Incident` still points at.
+    """
+    directory = Path(tempfile.mkdtemp(prefix=f"{incident_id}-", dir=_code_root()))
     code.write(directory)
     return directory
+
+
+@functools.cache
+def _code_root() -> Path:
+    # One parent per process only so that a single atexit hook removes every tree; it holds no results.
+    root = Path(tempfile.mkdtemp(prefix="flipmoe-chaos-code-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root

@@ -1,7 +1,8 @@
 """Actors over the analysis toolkits: triage, one per modality, localisation, verification, diagnosis.
 
-They run the same toolkit code as `director.analysis.analyse_incident`, split into steps so that a
-runbook can order them, run them in parallel and back-track between hypotheses.
+These steps are the platform's only analysis path: `flipmoe rca`, `flipmoe eval localization`, the
+benchmarks and the HTTP service all run them through the Director. The incident's shared structures
+(call graph, pod/service/node maps) come from `ActorContext.index`, built once per incident.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ from director.actors.schemas import (
     evidence_of,
     suspect_of,
 )
-from director.analysis import _edges, _service_of_pod, localize
 from director.report import Evidence, Finding, Gap
 from flipmoe.telemetry.incident import Incident
 from flipmoe.toolkits.diagnose import diagnose
 from flipmoe.toolkits.events import analyse_events
-from flipmoe.toolkits.localize import RootCause, Signal
+from flipmoe.toolkits.localize import Localization, RootCause, Signal, rank_root_causes
 from flipmoe.toolkits.logs import analyse_logs
 from flipmoe.toolkits.metrics import analyse_metrics, reference_split_time
 from flipmoe.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
@@ -50,23 +50,24 @@ _ALERT_SYMPTOMS = {
 }
 _FAILURE_REASONS = re.compile(r"oom|backoff|crash|fail|unhealthy|evict|notready|kill|error", re.IGNORECASE)
 _CHANGE_KINDS = {"deploy", "config_change", "change", "rollout", "release"}
+ANALYSIS_MODALITIES = ("metrics", "traces", "logs", "events")
+"""The modalities the analysis uses; 'traces' reads the incident's spans table."""
+_TABLES = {"metrics": "metrics", "traces": "spans", "logs": "logs", "events": "events"}
 
 
 # ------------------------------------------------------------------------------------------ triage
 
 
 class TriageInput(ActorInput):
-    top: int = Field(default=5, ge=1, description="how many first-symptom services to name")
+    pass
 
 
 class TriageOutput(ActorOutput):
-    modalities: list[str] = Field(default_factory=list, description="telemetry the incident has")
+    modalities: list[str] = Field(default_factory=list, description="telemetry the run may use and the incident has")
     missing: list[str] = Field(default_factory=list)
-    services: list[str] = Field(default_factory=list)
-    alert_services: list[str] = Field(default_factory=list, description="services the alert names")
     symptoms: list[str] = Field(default_factory=list,
-                                description="symptom tags of the alert and the first look at the telemetry")
-    suspects: list[str] = Field(default_factory=list, description="services where the first symptoms show")
+                                description="symptom tags of the alert and the first look at the telemetry; the "
+                                            "Director picks the runbook by them and runbooks branch on them")
 
     def brief(self) -> str:
         return f"{', '.join(self.modalities) or 'no telemetry'}; symptoms: {', '.join(self.symptoms) or 'none'}"
@@ -76,26 +77,24 @@ class TriageOutput(ActorOutput):
        "the alert and a first look at the telemetry: modalities, symptom tags, first suspects")
 def triage(ctx: ActorContext, args: TriageInput) -> TriageOutput:
     incident = ctx.incident
-    present = [m for m in ("metrics", "traces", "logs", "events")
-               if incident.telemetry.table("spans" if m == "traces" else m) is not None]
-    services = incident.telemetry.services()
+    present = [m for m in ANALYSIS_MODALITIES if _usable(ctx, m)]
     alert = incident.meta.alert.lower()
     symptoms = [tag for tag, pattern in _ALERT_SYMPTOMS.items() if re.search(pattern, alert)]
-    named = [s for s in services if re.search(rf"(?<![\w-]){re.escape(s.lower())}(?![\w-])", alert)]
     split = reference_split_time(incident.meta)
-    first: dict[str, float] = {}
-    for tag, scores in (("error-burst", _error_burst(incident, split)), ("slow-traces", _slow_traces(incident, split)),
-                        ("failure-events", _failure_events(incident))):
-        if scores:
-            symptoms.append(tag)
-            for service, score in scores.items():
-                first[service] = max(first.get(service, 0.0), score)
-    if incident.events is not None and incident.events["kind"].str.lower().isin(_CHANGE_KINDS).any():
+    checks = (("error-burst", "logs", _error_burst), ("slow-traces", "traces", _slow_traces),
+              ("failure-events", "events", _failure_events))
+    symptoms += [tag for tag, modality, found in checks if modality in present and found(incident, split)]
+    if "events" in present and incident.events is not None \
+            and incident.events["kind"].str.lower().isin(_CHANGE_KINDS).any():
         symptoms.append("recent-change")
-    suspects = [s for s, _ in sorted(first.items(), key=lambda kv: (-kv[1], kv[0]))][: args.top]
-    missing = [m for m in ("metrics", "traces", "logs", "events") if m not in present]
-    return TriageOutput(modalities=present, missing=missing, services=services, alert_services=named,
-                        symptoms=list(dict.fromkeys(symptoms)), suspects=suspects)
+    missing = [m for m in ANALYSIS_MODALITIES if m not in present]
+    return TriageOutput(modalities=present, missing=missing, symptoms=list(dict.fromkeys(symptoms)))
+
+
+def _usable(ctx: ActorContext, modality: str) -> bool:
+    """The incident has `modality` and the run may use it (`RunSettings.modalities`: the ablations)."""
+    allowed = ctx.settings.modalities
+    return (allowed is None or modality in allowed) and ctx.incident.telemetry.table(_TABLES[modality]) is not None
 
 
 def _error_burst(incident: Incident, split: pd.Timestamp) -> dict[str, float]:
@@ -120,7 +119,7 @@ def _slow_traces(incident: Incident, split: pd.Timestamp) -> dict[str, float]:
     return {str(s): float(r) for s, r in ratio[ratio >= 1.5].items()}
 
 
-def _failure_events(incident: Incident) -> dict[str, float]:
+def _failure_events(incident: Incident, split: pd.Timestamp) -> dict[str, float]:
     events = incident.events
     if events is None or events.empty:
         return {}
@@ -156,9 +155,11 @@ def _findings(signals: list[Signal], modality: str) -> list[Finding]:
 def _modality_step(ctx: ActorContext, modality: str, output: Callable[..., ModalityOutput], table: str,
                    analyse: Callable[[Incident], Any], to_signals: Callable[[Any], list[Signal]],
                    count: Callable[[Any], int]) -> Any:
-    if ctx.incident.telemetry.table(table) is None:
-        return output(modality=modality, available=False,
-                      gaps=[Gap(what=modality, reason=f"the incident has no {modality}: analysed without them")])
+    if not _usable(ctx, modality):
+        reason = f"the incident has no {modality}" if ctx.incident.telemetry.table(table) is None \
+            else f"{modality} are left out of this run (settings)"
+        return output(modality=modality, available=False, gaps=[Gap(what=modality, reason=f"{reason}: analysed "
+                                                                                          "without them")])
     report = analyse(ctx.incident)
     signals = to_signals(report)
     return output(modality=modality, report=report, signals=signals, findings=_findings(signals, modality),
@@ -187,7 +188,7 @@ def analyse_logs_step(ctx: ActorContext, args: ModalityInput) -> LogsOutput:
 
 @actor("analyse_events", ModalityInput, EventsOutput, "Kubernetes failure events, deploys and config changes")
 def analyse_events_step(ctx: ActorContext, args: ModalityInput) -> EventsOutput:
-    service_of_pod = ctx.cached("service_of_pod", lambda: _service_of_pod(ctx.incident))
+    service_of_pod = ctx.index.service_of_pod
     return _modality_step(ctx, "events", EventsOutput, "events", analyse_events,  # type: ignore[no-any-return]
                           lambda r: event_signals(r, service_of_pod=service_of_pod), lambda r: len(r.findings))
 
@@ -216,7 +217,7 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
     analyses = _analyses(args)
     signals = [s for o in analyses for s in o.signals]
     modalities = [o.modality for o in analyses]
-    localization = localize(ctx.incident, signals, modalities=modalities)
+    localization = localize(ctx, signals, modalities=modalities)
     causes = list(localization.root_causes)
     decisions: list[tuple[str, str]] = []
     if args.hints is not None and args.hints.finished:
@@ -225,6 +226,14 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
     return LocalizeOutput(suspects=[suspect_of(c, i) for i, c in enumerate(causes[:top], start=1)],
                           localization=localization, modalities=modalities, notes=list(localization.notes),
                           decisions=decisions)
+
+
+def localize(ctx: ActorContext, signals: list[Signal], *, modalities: list[str]) -> Localization:
+    """Rank root causes from the signals of `modalities` over the incident's call graph."""
+    index = ctx.index
+    return rank_root_causes([s for s in signals if s.modality in modalities],
+                            call_edges=index.edges(traces="traces" in modalities), services=index.services,
+                            pods_of_service=index.pods_of_service, placement=index.node_of_pod)
 
 
 def _apply_hints(causes: list[RootCause], hints: ExploreOutput, signals: list[Signal], weight: float
@@ -261,6 +270,9 @@ class VerifyInput(ActorInput):
     events: EventsOutput | None = None
     min_strength: float = Field(default=0.3, ge=0.0, le=1.0,
                                 description="a signal this strong at the suspect supports it")
+    require: list[str] = Field(default_factory=list,
+                               description="modalities whose evidence counts (a saturation check wants metrics); "
+                                           "empty: any modality")
 
 
 class VerifyOutput(ActorOutput):
@@ -283,7 +295,7 @@ class VerifyOutput(ActorOutput):
 def verify(ctx: ActorContext, args: VerifyInput) -> VerifyOutput:
     suspect = args.suspect
     support = [s for o in _analyses(args) for s in o.signals
-               if s.service == suspect.service and s.strength >= args.min_strength
+               if (not args.require or s.modality in args.require) and s.service == suspect.service and s.strength >= args.min_strength
                and (suspect.pod is None or s.pod in (None, suspect.pod))]
     support.sort(key=lambda s: -s.strength)
     return VerifyOutput(suspect=suspect, verified=bool(support), supporting=[evidence_of(s) for s in support[:8]],
@@ -308,6 +320,7 @@ class DiagnoseOutput(ActorOutput):
     confidence: float | None = None
     reasons: list[str] = Field(default_factory=list)
     scores: dict[str, float] = Field(default_factory=dict)
+    features: dict[str, float] = Field(default_factory=dict, description="what the diagnosis model read")
 
     def has_evidence(self) -> bool:
         return self.fault_type is not None
@@ -322,7 +335,7 @@ def diagnose_step(ctx: ActorContext, args: DiagnoseInput) -> DiagnoseOutput:
         return DiagnoseOutput(gaps=[Gap(what="diagnosis", reason="no suspect to diagnose")])
     cause = _root_cause(args.suspect, args.rank)
     use = {o.modality for o in _analyses(args)}
-    callers = [a for a, b in _edges(ctx.incident, use) if b == cause.service]
+    callers = [a for a, b in ctx.index.edges(traces="traces" in use) if b == cause.service]
     def report(output: ModalityOutput | None) -> Any:
         return getattr(output, "report", None)
 
@@ -332,7 +345,8 @@ def diagnose_step(ctx: ActorContext, args: DiagnoseInput) -> DiagnoseOutput:
         return DiagnoseOutput(service=cause.service)
     return DiagnoseOutput(service=cause.service, fault_type=result.fault_type, confidence=round(result.confidence, 4),
                           reasons=list(result.reasons),
-                          scores={k: round(float(v), 4) for k, v in list(result.scores.items())[:5]})
+                          scores={k: round(float(v), 4) for k, v in list(result.scores.items())[:5]},
+                          features={k: float(v) for k, v in result.features.items()})
 
 
 def _root_cause(suspect: Suspect, rank: LocalizeOutput | None) -> RootCause:

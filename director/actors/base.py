@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from director.report import Gap
 from flipmoe.telemetry.incident import Incident
+from flipmoe.toolkits.index import IncidentIndex, build_index
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound="ActorOutput")
@@ -78,6 +79,16 @@ class RunSettings:
     """Tool calls the explorer may make before it must answer."""
     top: int | None = None
     """Suspects ranked and root causes reported; None leaves it to the runbook's `top` arguments."""
+    modalities: tuple[str, ...] | None = None
+    """Modalities the run may use (a subset gives the evaluation's ablations); None: all the incident has."""
+
+    def __post_init__(self) -> None:
+        known = ("metrics", "traces", "logs", "events")
+        unknown = sorted(set(self.modalities or ()) - set(known))
+        if unknown:
+            from flipmoe.errors import FlipmoeInputError
+
+            raise FlipmoeInputError(f"unknown modality {', '.join(unknown)}", hint=f"valid: {', '.join(known)}")
 
 
 @dataclass(kw_only=True)
@@ -86,8 +97,15 @@ class ActorContext:
 
     incident: Incident
     settings: RunSettings = field(default_factory=RunSettings)
+    index: IncidentIndex = None  # type: ignore[assignment]
+    """The incident's call graph and pod/service/node maps: built once by the Director and shipped with the
+    incident to every step (built here when a context is made without one)."""
     cache: dict[str, Any] = field(default_factory=dict)
     """Derived data that several steps of one run on one worker can share (e.g. the span index)."""
+
+    def __post_init__(self) -> None:
+        if self.index is None:
+            self.index = build_index(self.incident)
 
     def cached(self, key: str, make: Callable[[], T]) -> T:
         if key not in self.cache:

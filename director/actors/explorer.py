@@ -2,9 +2,10 @@
 
 A model investigates the incident one tool call at a time — `search_traces` (walk the call tree
 down from the root spans), `search_fluctuating_metrics`, `search_logs` — and ends with
-`print_results`, a ranked list of root causes. The model is a remote OpenAI-compatible endpoint
-(`experts.remote.RemoteExpert`) or FlipMoE prompted to write ThinkFL's
-`<tool_call>{...}</tool_call>` format.
+`print_results`, a ranked list of root causes. The tools and their observations are
+`flipmoe.toolkits.explore`'s, the same the chaos gym (`data_pipeline.chaos.gym.RCAEnv`) trains
+policies on. The model is a remote OpenAI-compatible endpoint (`experts.remote.RemoteExpert`) or
+FlipMoE prompted to write ThinkFL's `<tool_call>{...}</tool_call>` format.
 
 The explorer proposes; it does not decide. Its answer reaches the ranking only through the
 `localize` actor's `hints`, which count solely for suspects with supporting evidence of their own.
@@ -15,53 +16,29 @@ sees them, and names the model answers with must exist in the incident.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 
-import pandas as pd
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from director.actors.base import ActorContext, ActorInput, actor
 from director.actors.schemas import ExploreOutput, ExplorerCause, LogsOutput, MetricsOutput, ToolCall
 from director.report import Gap
-from flipmoe.toolkits.metrics import reference_split_time
+from flipmoe.errors import FlipmoeInputError
+from flipmoe.toolkits.explore import (
+    CALL_SCHEMA,
+    REDACTED,
+    TOOLS,
+    ExploreConfig,
+    ExploreTools,
+    call_arguments,
+    parse_call,
+    sanitize,
+)
 
-MAX_OBSERVATION_CHARS = 4000
-_MAX_ROWS = 15
-_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*(?:</tool_call>|<tool_call>|$)", re.DOTALL)
-_INSTRUCTION_LIKE = re.compile(
-    r"ignore\s+(all\s+|any\s+|the\s+)?(previous|prior|above|earlier)\s+(instructions?|prompts?|messages?)"
-    r"|disregard\s+(all\s+|the\s+)?(previous|prior|above)|you\s+are\s+now\b|system\s+prompt|new\s+instructions?"
-    r"|\b(report|name|declare|mark|blame)\b.{0,80}\bas\s+(the\s+)?root[\s_-]*cause", re.IGNORECASE)
-REDACTED = "[redacted: instruction-like text in the telemetry]"
-
-TOOLS: list[dict[str, Any]] = [
-    {"type": "function", "function": {
-        "name": "search_traces", "description": "Get the child spans of the span with this id; 'root' lists "
-                                                "the slowest and failing root spans of the incident",
-        "parameters": {"type": "object", "properties": {"parent_span_id": {"type": "string"}},
-                       "required": ["parent_span_id"]}}},
-    {"type": "function", "function": {
-        "name": "search_fluctuating_metrics", "description": "Get the anomalous metrics of a service around "
-                                                             "a timestamp (default: the alert time)",
-        "parameters": {"type": "object", "properties": {"service_name": {"type": "string"},
-                                                        "timestamp": {"type": "string"}},
-                       "required": ["service_name"]}}},
-    {"type": "function", "function": {
-        "name": "search_logs", "description": "Get the log changes of a service and its log lines matching a "
-                                              "query (substring)",
-        "parameters": {"type": "object", "properties": {"service_name": {"type": "string"},
-                                                        "query": {"type": "string"}},
-                       "required": ["service_name"]}}},
-    {"type": "function", "function": {
-        "name": "print_results", "description": "Print the root causes, most likely first (at least three)",
-        "parameters": {"type": "object", "properties": {"root_causes": {"type": "array", "items": {
-            "type": "object", "properties": {"service": {"type": "string"}, "pod": {"type": "string"},
-                                             "node": {"type": "string"}, "reason": {"type": "string"}}}}},
-                       "required": ["root_causes"]}}},
-]
+__all__ = ["CALL_SCHEMA", "REDACTED", "SYSTEM_PROMPT", "TOOLS", "ChatDriver", "ExploreInput", "ExplorerTools",
+           "FlipMoEChat", "RemoteChat", "explore", "parse_tool_call", "run_explorer", "sanitize"]
 
 SYSTEM_PROMPT = (
     "You are a software operations engineer. Your task is to systematically diagnose and identify the root "
@@ -79,6 +56,7 @@ class ChatDriver(Protocol):
 
 
 class ExploreInput(ActorInput):
+    # The runbooks pass the metric and log analyses; the tools read the incident itself, as in the gym.
     metrics: MetricsOutput | None = None
     logs: LogsOutput | None = None
     max_steps: int = Field(default=12, ge=1, le=50)
@@ -92,16 +70,13 @@ def explore(ctx: ActorContext, args: ExploreInput) -> ExploreOutput:
     if driver is None:
         return ExploreOutput(gaps=[Gap(what="explorer", reason="no model to drive it (no bundle, no remote "
                                                                 "endpoint)")])
-    tools = ExplorerTools(ctx, metrics=args.metrics, logs=args.logs)
-    return run_explorer(driver, tools, max_steps=min(args.max_steps, ctx.settings.explorer_steps))
+    return run_explorer(driver, ExplorerTools(ctx), max_steps=min(args.max_steps, ctx.settings.explorer_steps))
 
 
 def run_explorer(driver: ChatDriver, tools: ExplorerTools, *, max_steps: int) -> ExploreOutput:
-    meta = tools.ctx.incident.meta
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": f"Alert: {meta.alert}\nWindow: {meta.window.to_json()}\nServices: "
-                                    f"{', '.join(tools.services)}\nStart from search_traces(parent_span_id='root')."},
+        {"role": "user", "content": tools.toolkit.briefing(max_steps=max_steps).text},
     ]
     calls: list[ToolCall] = []
     gaps: list[Gap] = []
@@ -117,19 +92,21 @@ def run_explorer(driver: ChatDriver, tools: ExplorerTools, *, max_steps: int) ->
             messages += [{"role": "assistant", "content": str(reply.get("content") or "")},
                          {"role": "user", "content": "Call exactly one tool, in the format given."}]
             continue
-        if name == "print_results":
-            causes, dropped = tools.results(arguments)
+        observation = tools.toolkit.call(name, arguments)
+        if observation.ok and observation.tool == "print_results":
+            causes = [ExplorerCause.model_validate(entry) for entry in observation.data["accepted"]]
             calls.append(ToolCall(tool=name, arguments={"root_causes": len(causes)}, ok=bool(causes)))
-            decisions = [("guardrail", f"explorer named {d}, which is not in the incident: dropped") for d in dropped]
+            decisions = [("guardrail", f"explorer named {d}, which is not in the incident: dropped")
+                         for d in observation.data["rejected"]]
             return ExploreOutput(root_causes=causes, calls=calls, finished=bool(causes), driver=driver.name,
                                  gaps=gaps, decisions=decisions)
-        observation, ok = tools.call(name, arguments)
-        calls.append(ToolCall(tool=name, arguments=arguments, ok=ok, observation_chars=len(observation)))
+        calls.append(ToolCall(tool=name, arguments=arguments, ok=observation.ok,
+                              observation_chars=len(observation.text)))
         messages += [{"role": "assistant", "content": None, "tool_calls": [{
                          "id": call_id, "type": "function",
                          "function": {"name": name, "arguments": json.dumps(arguments)}}]},
-                     {"role": "tool", "tool_call_id": call_id, "content": observation}]
-    gaps.append(Gap(what="explorer", reason=f"no print_results within {max_steps} tool calls"))
+                     {"role": "tool", "tool_call_id": call_id, "content": observation.text}]
+    gaps.append(Gap(what="explorer", reason=f"no final answer within {max_steps} tool calls"))
     return ExploreOutput(calls=calls, finished=False, driver=driver.name, gaps=gaps)
 
 
@@ -137,148 +114,40 @@ def parse_tool_call(reply: Mapping[str, Any]) -> tuple[str | None, dict[str, Any
     """(name, arguments, id) of the first tool call of an assistant message (native or `<tool_call>` text)."""
     for call in reply.get("tool_calls") or []:
         function = call.get("function", {}) if isinstance(call, Mapping) else {}
-        arguments = _arguments(function.get("arguments"))
-        if function.get("name") and arguments is not None:
-            return str(function["name"]), arguments, str(call.get("id") or "call")
-    match = _TOOL_CALL.search(str(reply.get("content") or ""))
-    if match:
-        try:
-            data = json.loads(match.group(1))
-        except json.JSONDecodeError:
-            return None, {}, ""
-        arguments = _arguments(data.get("arguments")) if isinstance(data, dict) else None
-        if isinstance(data, dict) and data.get("name") and arguments is not None:
-            return str(data["name"]), arguments, "call"
-    return None, {}, ""
+        parsed = _name_and_arguments(function.get("name"), function.get("arguments"))
+        if parsed is not None:
+            return *parsed, str(call.get("id") or "call")
+    try:
+        parsed = _name_and_arguments(*parse_call(str(reply.get("content") or "")))
+    except FlipmoeInputError:
+        return None, {}, ""
+    return (*parsed, "call") if parsed is not None else (None, {}, "")
 
 
-def _arguments(raw: object) -> dict[str, Any] | None:
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError:
-            return None
-    return dict(raw) if isinstance(raw, Mapping) else None
-
-
-def sanitize(text: str) -> str:
-    """Telemetry text with instruction-like lines replaced: observations are data, not prompts."""
-    return "\n".join(REDACTED if _INSTRUCTION_LIKE.search(line) else line for line in text.splitlines())
+def _name_and_arguments(name: object, raw: object) -> tuple[str, dict[str, Any]] | None:
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        return name, call_arguments(raw)
+    except FlipmoeInputError:
+        return None
 
 
 class ExplorerTools:
-    """The tools over one incident, answering from the toolkits' results and the spans table."""
+    """The explore toolkit over the context's incident (built once per context)."""
 
-    def __init__(self, ctx: ActorContext, *, metrics: MetricsOutput | None, logs: LogsOutput | None) -> None:
-        self.ctx = ctx
-        self.metrics, self.logs = metrics, logs
-        self.services = ctx.incident.telemetry.services()
-        self._tools: dict[str, Callable[[dict[str, Any]], str]] = {
-            "search_traces": self.search_traces, "search_fluctuating_metrics": self.search_fluctuating_metrics,
-            "search_logs": self.search_logs}
+    def __init__(self, ctx: ActorContext, *, metrics: MetricsOutput | None = None,
+                 logs: LogsOutput | None = None) -> None:
+        # `metrics` and `logs` are accepted as the explore actor's inputs are, and not read: the tools
+        # answer from the incident alone, so that the explorer sees what a policy saw in the gym.
+        # A final answer is only a hint that needs evidence of its own: a short one is taken, not refused.
+        self.toolkit = ctx.cached("explorer.toolkit", lambda: ExploreTools(
+            ctx.incident, config=ExploreConfig(min_root_causes=1)))
 
     def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
-        tool = self._tools.get(name)
-        if tool is None:
-            return f"error: unknown tool {name!r}; tools: {', '.join([*self._tools, 'print_results'])}", False
-        try:
-            text = tool(arguments)
-        except (KeyError, ValueError, TypeError) as err:
-            return f"error: {err}", False
-        return sanitize(text)[:MAX_OBSERVATION_CHARS], True
-
-    def _service(self, arguments: dict[str, Any]) -> str:
-        service = str(arguments.get("service_name") or arguments.get("service") or "")
-        if service not in self.services:
-            raise ValueError(f"unknown service {service!r}; services: {', '.join(self.services)}")
-        return service
-
-    def search_traces(self, arguments: dict[str, Any]) -> str:
-        spans = self.ctx.cached("explorer.spans", self._window_spans)
-        if spans is None:
-            return "no traces in this incident"
-        parent = str(arguments.get("parent_span_id") or "root")
-        if parent == "root":
-            rows = spans[spans["parent_span_id"].isna()]
-            rows = rows.sort_values(["is_error", "duration"], ascending=False).head(_MAX_ROWS)
-            title = f"{len(rows)} slowest or failing root spans"
-        else:
-            rows = spans[spans["parent_span_id"] == parent].head(_MAX_ROWS)
-            if rows.empty and not (spans["span_id"] == parent).any():
-                raise ValueError(f"no span {parent!r} in the incident window")
-            title = f"{len(rows)} child spans of {parent}"
-        lines = [title, "span_id service pod operation duration_ms status"]
-        lines += [f"{r.span_id} {r.service} {r.pod} {r.operation} {r.duration:.1f} {r.status}"
-                  for r in rows.itertuples()]
-        return "\n".join(lines)
-
-    def _window_spans(self) -> pd.DataFrame | None:
-        spans = self.ctx.incident.spans
-        if spans is None:
-            return None
-        window = self.ctx.incident.meta.window
-        inside = spans[(spans["start"] >= window.start) & (spans["start"] < window.end)]
-        return inside.assign(is_error=inside["status"] == "error")
-
-    def search_fluctuating_metrics(self, arguments: dict[str, Any]) -> str:
-        service = self._service(arguments)
-        if self.metrics is None or self.metrics.report is None:
-            return "no metric analysis available"
-        at = pd.Timestamp(arguments["timestamp"], tz="UTC") if arguments.get("timestamp") else \
-            reference_split_time(self.ctx.incident.meta)
-        anomalies = [a for a in self.metrics.report.anomalies if a.service == service]
-        anomalies.sort(key=lambda a: (abs((a.start - at).total_seconds()), -a.score))
-        if not anomalies:
-            return f"no fluctuating metrics of {service}"
-        from flipmoe.toolkits.describe import describe_metric
-
-        return "\n".join([f"{len(anomalies)} fluctuating metrics of {service} (closest to {at} first)",
-                          *(describe_metric(a) for a in anomalies[:_MAX_ROWS])])
-
-    def search_logs(self, arguments: dict[str, Any]) -> str:
-        service = self._service(arguments)
-        lines = []
-        if self.logs is not None and self.logs.report is not None:
-            lines += [f.describe() for f in self.logs.report.findings if f.service == service][:_MAX_ROWS]
-        logs = self.ctx.incident.logs
-        query = str(arguments.get("query") or "")
-        if logs is not None:
-            own = logs[logs["service"] == service]
-            if query:
-                own = own[own["message"].astype(str).str.contains(query, regex=False)]
-            counts = own.groupby(["level", "message"]).size().sort_values(ascending=False).head(_MAX_ROWS)
-            lines += [f"{n} x [{level}] {str(message)[:200]}" for (level, message), n in counts.items()]
-        return "\n".join([f"logs of {service}" + (f" matching {query!r}" if query else ""), *lines]) \
-            if lines else f"no logs of {service}"
-
-    def results(self, arguments: dict[str, Any]) -> tuple[list[ExplorerCause], list[str]]:
-        """The answer's causes that name things in the incident, and the names dropped."""
-        known = {"service": set(self.services), "pod": set(self.ctx.incident.telemetry.pods()),
-                 "node": set(_nodes(self.ctx))}
-        causes, dropped = [], []
-        for raw in arguments.get("root_causes") or []:
-            try:
-                cause = ExplorerCause.model_validate(raw)
-            except ValidationError:
-                dropped.append(str(raw)[:80])
-                continue
-            unknown = [getattr(cause, k) for k in known if getattr(cause, k) and getattr(cause, k) not in known[k]]
-            if unknown or not (cause.service or cause.pod or cause.node):
-                dropped += unknown or [str(raw)[:80]]
-                continue
-            causes.append(cause)
-        return causes, dropped
-
-
-def _nodes(ctx: ActorContext) -> list[str]:
-    nodes: set[str] = set()
-    for name in ctx.incident.modalities:
-        table = ctx.incident.telemetry.table(name)
-        if table is not None and "node" in table:
-            nodes.update(table["node"].dropna().astype(str).unique())
-    if ctx.incident.topology is not None:
-        nodes.update(ctx.incident.topology.placement.values())
-    return sorted(nodes)
+        """(observation text, whether the call was well-formed) of one tool call."""
+        observation = self.toolkit.call(name, arguments)
+        return observation.text, observation.ok
 
 
 # ------------------------------------------------------------------------------------------ drivers
@@ -328,15 +197,3 @@ class FlipMoEChat:
         prompt = "\n".join(f"{m['role']}: {m.get('content') or json.dumps(m.get('tool_calls'))}" for m in messages)
         answer = self.expert.generate(prompt + "\nassistant: ", constraint=self.constraint, max_new_tokens=160)
         return {"content": f"<tool_call>{answer.text}</tool_call>"}
-
-
-CALL_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["name", "arguments"], "additionalProperties": False,
-    "properties": {"name": {"enum": [t["function"]["name"] for t in TOOLS]},
-                   "arguments": {"type": "object", "maxProperties": 3, "additionalProperties": {
-                       "anyOf": [{"type": "string", "maxLength": 80},
-                                 {"type": "array", "maxItems": 5, "items": {"type": "object", "maxProperties": 3,
-                                                                           "additionalProperties": {
-                                                                               "type": "string", "maxLength": 60}}}]}}},
-}
-"""A tool call as JSON; bounded so that a small model's answer fits its token budget."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from director.actors.analysis import DiagnoseOutput, TriageOutput, VerifyOutput
+from director.actors.analysis import DiagnoseOutput, VerifyOutput
 from director.actors.base import ActorContext, ActorInput, ActorOutput, Trials, actor
 from director.actors.schemas import EventsOutput, LocalizeOutput, LogsOutput, MetricsOutput, Suspect, TracesOutput
 from director.report import Finding, Gap, RootCause
@@ -178,7 +178,6 @@ def _reference(suspect: Suspect, modality: str, key: str) -> str | None:
 
 
 class AssembleInput(ActorInput):
-    triage: TriageOutput | None = None
     rank: LocalizeOutput | None = None
     trials: Trials[Suspect] | None = None
     check: VerifyOutput | None = None

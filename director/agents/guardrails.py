@@ -139,11 +139,6 @@ class IncidentVocabulary:
                    metrics=frozenset(metrics), operations=frozenset(operations), log_templates=tuple(templates),
                    other=frozenset(other))
 
-    def kind_of(self, name: str) -> str | None:
-        """Which kind of known name `name` is (case-insensitive), or None."""
-        stripped = name.strip("`'\"()[],;").split("{", 1)[0]
-        return self._lower.get(stripped.lower())
-
     def knows(self, name: str, kind: EntityKind = "name") -> bool:
         """Whether `name` exists in the incident. A service, pod or node must be one of the incident's
         services, pods or nodes: a word that only occurs inside a log line does not make it one (a log

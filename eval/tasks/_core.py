@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eval import metrics
+from experts import scoring
 
 CATEGORIES: dict[str, str] = {
     "log_understanding": "Log understanding",
@@ -103,11 +104,11 @@ def per_item(fn: Callable[[str, EvalItem], float]) -> Scorer:
 
 
 def exact_scorer() -> Scorer:
-    return per_item(lambda p, item: max(metrics.exact_match(p, r) for r in item.references))
+    return per_item(lambda p, item: max(scoring.exact_match(p, r) for r in item.references))
 
 
 def token_f1_scorer() -> Scorer:
-    return per_item(lambda p, item: max(metrics.token_f1(p, r) for r in item.references))
+    return per_item(lambda p, item: max(scoring.token_f1(p, r) for r in item.references))
 
 
 def set_f1(prediction: str, reference: str, *, separator: str = ";") -> float:
@@ -135,7 +136,7 @@ def summary_scorer() -> Scorer:
             kept = metrics.hallucination_gate(value, p, item.source_text)
             gated += kept == 0.0 and value > 0.0
             normalised.append(kept)
-            raw.append(sum(metrics.rouge2(p, r) for r in item.references) / len(item.references))
+            raw.append(sum(scoring.rouge2(p, r) for r in item.references) / len(item.references))
         n = max(1, len(items))
         return {"score": sum(normalised) / n, "rouge2": sum(raw) / n, "hallucinated": gated / n}
     return score
@@ -186,7 +187,7 @@ def grouping_scorer() -> Scorer:
     def score(predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
         _check(predictions, items)
         truths = [item.references[0] for item in items]
-        exact = sum(metrics.exact_match(p, t) for p, t in zip(predictions, truths, strict=True))
+        exact = sum(scoring.exact_match(p, t) for p, t in zip(predictions, truths, strict=True))
         return {"score": grouping_accuracy(predictions, truths), "parsing_accuracy": exact / max(1, len(items))}
     return score
 

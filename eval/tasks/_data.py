@@ -57,7 +57,7 @@ class EvalData:
                        loghub=Path(self.config.loghub) if self.config.loghub else None)
 
     def chaos(self) -> list[ChaosSample]:
-        """The held-out incidents (memoised by `experts.sources`)."""
+        """The held-out incidents (memoised by this `EvalData`'s `Sources`)."""
         return self.sources.chaos("heldout")
 
     @functools.cached_property

@@ -5,7 +5,7 @@ Text models read an *evidence digest* of the incident (`evidence_digest`): the a
 metric changes against the fault-free baseline, the services whose error logs and failing or slow
 spans grew, and the warning events — computed from the raw telemetry, never from the label or from
 the analysis toolkits. The rule baseline of the incident-level tasks is the platform's own analysis
-path (`director.analysis.analyse_incident`, localisation and `flipmoe.toolkits.diagnose`) run on the
+path (`director.director.analyse_incident`: the Director's runbook, as `flipmoe rca` runs it) on the
 whole incident — the "toolkit" model — cached per incident, so one analysis serves every task.
 """
 
@@ -198,17 +198,19 @@ def _incident_builder(target: str):  # type: ignore[no-untyped-def]
 
 
 def analysis_of(sample: ChaosSample) -> Any:
-    """The platform's analysis of a held-out incident (one per incident, shared by every task)."""
-    from director.analysis import analyse_incident
+    """The `flipmoe rca` report of a held-out incident (the Director in this process, no model; one per
+    incident, shared by every task)."""
+    from director.actors.base import RunSettings
+    from director.director import analyse_incident
 
     key = (sample.system, sample.fault, sample.seed)
     if key not in _ANALYSES:
-        _ANALYSES[key] = analyse_incident(sample.incident)
+        _ANALYSES[key] = analyse_incident(sample.incident, settings=RunSettings(top=20))
     return _ANALYSES[key]
 
 
 def _ranking(sample: ChaosSample, level: str) -> list[str]:
-    causes = analysis_of(sample).localization.root_causes
+    causes = analysis_of(sample).root_causes
     return list(dict.fromkeys(str(getattr(c, level)) for c in causes if getattr(c, level)))
 
 
@@ -219,8 +221,8 @@ def _rank_rule(level: str):  # type: ignore[no-untyped-def]
 
 
 def _diagnosed(sample: ChaosSample) -> str:
-    diagnosis = analysis_of(sample).diagnosis
-    return diagnosis.fault_type if diagnosis else ""
+    causes = analysis_of(sample).root_causes
+    return (causes[0].fault_type or "") if causes else ""
 
 
 def _diagnosis_rule(items: Sequence[EvalItem]) -> list[str]:

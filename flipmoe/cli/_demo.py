@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulation (default 1)")
     parser.add_argument("--incidents", default="flipmoe-demo", help="where the incident goes (default flipmoe-demo)")
     add_runtime_arguments(parser)
-    parser.set_defaults(handler=_run, top=5, json=False)
+    # The demo shows the whole runtime: its steps run as tasks on a local Ray (--local: in this process).
+    parser.set_defaults(handler=_run, top=5, json=False, ray=True)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,14 +12,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="eval_command", metavar="SUBCOMMAND", required=True)
     loc = commands.add_parser(
         "localization", help="root-cause localisation and fault-type accuracy over incident directories",
-        description="Run the analysis path that 'flipmoe rca' uses over every incident directory under --path "
-                    "(in one process), write one JSON line per incident ({incident, root_causes, fault_type, "
-                    "label}) and print A@1/3/5 at service and pod level, MRR and fault-type accuracy for the "
-                    "incidents that have a label.json. Labels are read only after each analysis.")
+        description="Run the Director over every incident directory under --path exactly as 'flipmoe rca' "
+                    "does (same runbooks, actors and report; steps in this process), write one JSON line per "
+                    "incident ({incident, root_causes, fault_type, label}) and print A@1/3/5 at service and pod "
+                    "level, MRR and fault-type accuracy for the incidents that have a label.json. Labels are "
+                    "read only after each analysis.")
     loc.add_argument("--path", required=True, help="an incident directory or a directory of them")
     loc.add_argument("--out", help="JSON Lines output file (default: standard output)")
     loc.add_argument("--modalities", default="metrics,traces,logs,events",
                      help="comma-separated modalities to use, for ablations (default: all)")
+    loc.add_argument("--bundle", help="FlipMoE model bundle, as for 'flipmoe rca' (default: the same one rca uses)")
+    loc.add_argument("--no-model", action="store_true", help="use no model: template summaries only")
+    loc.add_argument("--runbook", help="a runbook template name or a .flow file, instead of retrieval")
     loc.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     loc.set_defaults(handler=_localization)
 
@@ -52,11 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _localization(args: argparse.Namespace) -> int:
-    from eval.localization import analysis_ranker, evaluate, find_incidents, format_table
+    from director.actors.base import RunSettings
+    from eval.localization import director_ranker, evaluate, format_table
+    from flipmoe.cli._rca import find_bundle
+    from flipmoe.telemetry import find_incidents
 
     incidents = find_incidents(args.path)
     modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-    ranker = analysis_ranker(modalities=modalities)
+    settings = RunSettings(bundle=find_bundle(args, build=False), modalities=modalities)
+    ranker = director_ranker(settings=settings, runbook=args.runbook)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:

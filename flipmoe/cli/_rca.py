@@ -1,8 +1,9 @@
-"""`flipmoe rca INCIDENT_DIR...`: the Director on Ray, one RCA report per incident.
+"""`flipmoe rca INCIDENT_DIR...`: the Director, one RCA report per incident.
 
-Ray starts once (locally, or `--address` joins a cluster) and stays warm for every incident of the
-call. Each incident gets `<out>/<id>/report.json`, `report.md` and `report.html`, and a short text
-summary on stdout. `--local` runs the same Director in this process, without Ray.
+Several incidents (or `--address`, or `--ray`) run on Ray: it starts once (locally, or `--address` joins a
+cluster) and stays warm for every incident of the call. A single incident runs the same Director, runbooks
+and actors in this process (`use_ray`), because a local Ray takes longer to start than the analysis. Each
+incident gets `<out>/<id>/report.json`, `report.md` and `report.html`, and a short text summary on stdout.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"reports go to OUT/<incident id>/ (default {DEFAULT_OUT})")
     parser.add_argument("--address", help="join the Ray cluster at ADDR instead of starting a local Ray")
     parser.add_argument("--workers", type=int, default=None, help="CPUs of the local Ray (default: all cores)")
-    parser.add_argument("--local", action="store_true", help="run the steps in this process, without Ray")
+    parser.add_argument("--local", action="store_true", help="run the steps in this process, without Ray (the "
+                                                             "default for a single incident)")
+    parser.add_argument("--ray", action="store_true", help="run the steps as Ray tasks even for a single incident "
+                                                           "(the default for several incidents and with --address)")
     parser.add_argument("--bundle", help="FlipMoE model bundle directory (default: $FLIPMOE_BUNDLE, the packaged "
                                          "or the cached one, if any)")
     parser.add_argument("--no-model", action="store_true", help="use no model: template summaries only")
@@ -46,35 +50,6 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generate-runbook", action="store_true",
                         help="let the bundle's code expert write the runbook under the DSL grammar (validated; the "
                              "knowledge base's template when it fails)")
-
-
-def report(analysis: Any, *, top: int) -> dict[str, Any]:
-    """The JSON of one `director.analysis` result: ranked causes with evidence, diagnosis, timings.
-
-    Kept for callers of the in-process analysis path; `flipmoe rca` itself writes `RcaReport`s.
-    """
-    from flipmoe.toolkits.findings import to_json
-
-    causes = []
-    for rank, cause in enumerate(analysis.localization.root_causes[:top], start=1):
-        causes.append({
-            "rank": rank, "service": cause.service, "pod": cause.pod, "node": cause.node,
-            "score": round(cause.score, 4),
-            "modality_scores": {k: round(v, 3) for k, v in cause.modality_scores.items()},
-            "evidence": [{"modality": s.modality, "role": s.role, "strength": round(s.strength, 3),
-                          "summary": s.summary, "reference": to_json(dict(s.evidence))} for s in cause.evidence],
-        })
-    diagnosis = analysis.diagnosis
-    return {
-        "incident": analysis.incident_id,
-        "root_causes": causes,
-        "fault_type": diagnosis.fault_type if diagnosis else None,
-        "fault_type_confidence": round(diagnosis.confidence, 3) if diagnosis else None,
-        "fault_type_reasons": list(diagnosis.reasons) if diagnosis else [],
-        "modalities_used": list(analysis.localization.modalities),
-        "notes": list(analysis.notes),
-        "timings_s": {k: round(v, 3) for k, v in analysis.timings.items()},
-    }
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -114,12 +89,23 @@ def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: P
     from director.runtime import LocalExecutor, RayExecutor, start_ray
     from flipmoe.errors import FlipmoeInputError
     from flipmoe.telemetry import read_incident
+    from flipmoe.telemetry.incident import Incident
 
     settings = RunSettings(bundle=bundle, remote_url=args.remote, remote_model=args.remote_model, top=args.top)
+    # Read (and so validate) the first incident before anything slow starts: a bad file is reported at once.
+    first: Incident | None = None
+    code = 0
+    while directories and first is None:
+        try:
+            first = read_incident(directories[0], config=args.config_obj.telemetry)
+        except FlipmoeInputError as err:
+            print(f"flipmoe: error: {err}", file=sys.stderr)
+            code = 2
+            directories = directories[1:]
+    if first is None:
+        return code
     started_ray = False
-    if args.local:
-        executor: Any = LocalExecutor()
-    else:
+    if use_ray(args, len(directories)):
         import ray
 
         if not ray.is_initialized():
@@ -128,19 +114,20 @@ def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: P
             start_ray(address=args.address, num_cpus=args.workers)
             started_ray = True
             _progress(f"Ray ready in {time.perf_counter() - start:.1f} s")
-        executor = RayExecutor()
+        executor: Any = RayExecutor()
+    else:
+        executor = LocalExecutor()
     generator = None
     if args.generate_runbook and bundle is not None:
         from director.director import expert_runbook_generator
 
         generator = expert_runbook_generator(bundle)
     director = Director(executor, settings=settings, runbook=args.runbook, generator=generator)
-    code = 0
     try:
         for position, directory in enumerate(directories, start=1):
             prefix = f"[{position}/{len(directories)}] {directory.name}"
             try:
-                incident = read_incident(directory, config=args.config_obj.telemetry)
+                incident = first if position == 1 else read_incident(directory, config=args.config_obj.telemetry)
             except FlipmoeInputError as err:
                 print(f"flipmoe: error: {err}", file=sys.stderr)
                 code = 2
@@ -160,6 +147,15 @@ def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: P
 
             ray.shutdown()
     return code
+
+
+def use_ray(args: argparse.Namespace, incidents: int) -> bool:
+    """Where the steps run. Starting a local Ray costs ~20 s on two cores, more than analysing one incident,
+    so one incident runs in this process (the same runbook, actors and report) unless --ray or --address
+    asks for Ray; several incidents share one warm Ray."""
+    if args.local:
+        return False
+    return bool(args.ray or args.address or incidents > 1)
 
 
 def write(result: Any, incident: Any, out_dir: Path) -> dict[str, Path]:

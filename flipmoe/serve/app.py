@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.serve.ingest import write_json_incident
@@ -185,6 +186,12 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
     async def _bad_input(request: Request, err: FlipmoeInputError) -> JSONResponse:
         return _error(422, str(err))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        response = _error(err.status_code, str(err.detail))  # one error shape for every 4xx, as for bad input
+        response.headers.update(err.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _bad_schema(request: Request, err: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in err.errors()]
@@ -277,7 +284,7 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
             "usage": {"prompt_tokens": result.get("prompt_tokens", 0),
                       "completion_tokens": result.get("completion_tokens", 0),
                       "total_tokens": result.get("prompt_tokens", 0) + result.get("completion_tokens", 0)},
-            "flipmoe": {"expert": result.get("expert"), "router_scores": result.get("router_scores")},
+            "flipmoe": {k: result.get(k) for k in ("expert", "routed_to", "router_scores", "confidence", "candidates")},
         }
 
     return app

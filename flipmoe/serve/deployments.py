@@ -5,6 +5,8 @@ Ingress (FastAPI, job threads) ──► Director     (one warm RCA runtime per 
                                ──► Router       (the bundle's router, loaded once per replica)
                                ──► Experts      (multiplexed: each replica keeps the experts it was asked for)
 ```
+The Ingress decides routed requests as `FlipMoE.generate` does (`router.moe.route_and_answer`), asking the
+Router deployment for decisions and the Experts deployment for answers and their likelihoods.
 Deployments are plain classes: unit tests call the services behind them directly (`flipmoe.serve.services`);
 `build_application` is what `flipmoe serve` and the Serve config in `infra/serve/` run.
 """
@@ -12,7 +14,7 @@ Deployments are plain classes: unit tests call the services behind them directly
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from flipmoe.serve.app import ServeSettings, api_tokens, create_app
-from flipmoe.serve.services import BundleModels, DirectorAnalyzer
+from flipmoe.serve.services import DirectorAnalyzer, RoutedModels
+from router.bundle import load_expert, load_router, read_manifest
+from router.moe import ExpertAnswer, answer_batch, stream_answer
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +46,13 @@ class Director:
 
 @serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.5})
 class Router:
-    """The bundle's router: which expert should answer a request."""
+    """The bundle's router: which experts should answer each request (`router.model.RouteDecision`)."""
 
     def __init__(self, bundle: str) -> None:
-        self.models = BundleModels(Path(bundle), load_experts=False)
+        self.router = load_router(bundle)
 
-    def route(self, prompt: str, task: str | None) -> dict[str, Any]:
-        return self.models.route(prompt, task)
-
-    def model_names(self) -> list[str]:
-        return self.models.model_names()
+    def route(self, prompts: list[str], tasks: list[str | None] | None) -> list[Any]:
+        return self.router.route(prompts, tasks)
 
 
 @serve.deployment(name="Experts", ray_actor_options={"num_cpus": 1})
@@ -60,19 +61,20 @@ class Experts:
 
     def __init__(self, bundle: str) -> None:
         self.bundle = Path(bundle)
-        self.models = BundleModels(self.bundle, load_experts=False)
+        self.manifest = read_manifest(self.bundle)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_EXPERTS_PER_REPLICA)
     async def get_expert(self, name: str) -> Any:
-        return self.models.load_expert(name)
+        return load_expert(self.bundle, name, manifest=self.manifest)
 
-    async def generate(self, prompt: str, options: dict[str, Any]) -> dict[str, Any]:
+    async def answer(self, prompts: list[str], task: str | None, scored: list[bool],
+                     options: dict[str, Any]) -> list[ExpertAnswer]:
         expert = await self.get_expert(serve.get_multiplexed_model_id())
-        return self.models.generate_with(expert, prompt, **options)
+        return answer_batch(expert, prompts, task=task, scored=scored, **options)
 
-    async def stream(self, prompt: str, options: dict[str, Any]) -> Any:
+    async def stream(self, prompt: str, task: str | None, options: dict[str, Any]) -> Any:
         expert = await self.get_expert(serve.get_multiplexed_model_id())
-        for delta in self.models.stream_with(expert, prompt, **options):
+        for delta in stream_answer(expert, prompt, task=task, **options):
             yield delta
 
 
@@ -82,12 +84,13 @@ class Ingress:
     """The HTTP API; its job threads hand incidents to the Director deployment."""
 
     def __init__(self, settings: dict[str, Any], director: DeploymentHandle, router: DeploymentHandle | None,
-                 experts: DeploymentHandle | None) -> None:
+                 experts: DeploymentHandle | None, expert_names: list[str]) -> None:
         self.settings = ServeSettings(**{**settings, "data_dir": Path(settings["data_dir"])})
-        self.director, self.router, self.experts = director, router, experts
+        self.director, self.router, self.experts, self.expert_names = director, router, experts, expert_names
 
     def __serve_build_asgi_app__(self) -> Any:
-        models = _HandleModels(self.router, self.experts) if self.router and self.experts else None
+        models = (RoutedModels(_RouterHandle(self.router), self.expert_names, _ExpertHandles(self.experts))
+                  if self.router and self.experts else None)
         return create_app(self.settings, analyzer=_HandleAnalyzer(self.director), models=models)
 
 
@@ -112,37 +115,28 @@ class _HandleAnalyzer:
         raise AssertionError("unreachable")
 
 
-class _HandleModels:
-    """The app's `ModelService` over the Router and Experts deployments."""
+class _RouterHandle:
+    """The Router deployment as the router FlipMoE's decision consults."""
 
-    def __init__(self, router: DeploymentHandle, experts: DeploymentHandle) -> None:
-        self.router, self.experts = router, experts
-        self._names: list[str] | None = None
+    def __init__(self, router: DeploymentHandle) -> None:
+        self.router = router
 
-    def model_names(self) -> list[str]:
-        if self._names is None:
-            self._names = self.router.model_names.remote().result()
-        return self._names
+    def route(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None) -> list[Any]:
+        return self.router.route.remote(list(prompts), None if tasks is None else list(tasks)).result()
 
-    def route(self, prompt: str, task: str | None) -> dict[str, Any]:
-        return self.router.route.remote(prompt, task).result()
 
-    def _expert_for(self, model: str, prompt: str, task: str | None) -> tuple[str, dict[str, Any] | None]:
-        if model != "flipmoe":
-            return model, None
-        decision = self.route(prompt, task)
-        return decision["expert"], decision
+class _ExpertHandles:
+    """The Experts deployment as `ExpertCalls`: each call goes to a replica that has (or loads) that expert."""
 
-    def generate(self, model: str, prompt: str, **options: Any) -> dict[str, Any]:
-        expert, decision = self._expert_for(model, prompt, options.get("task"))
-        result = self.experts.options(multiplexed_model_id=expert).generate.remote(prompt, options).result()
-        if decision is not None:
-            result["router_scores"] = decision["scores"]
-        return result
+    def __init__(self, experts: DeploymentHandle) -> None:
+        self.experts = experts
 
-    def stream(self, model: str, prompt: str, **options: Any) -> Iterator[str]:
-        expert, _ = self._expert_for(model, prompt, options.get("task"))
-        yield from self.experts.options(multiplexed_model_id=expert, stream=True).stream.remote(prompt, options)
+    def answer(self, name: str, prompts: list[str], task: str | None, scored: list[bool],
+               options: dict[str, Any]) -> list[ExpertAnswer]:
+        return self.experts.options(multiplexed_model_id=name).answer.remote(prompts, task, scored, options).result()
+
+    def stream(self, name: str, prompt: str, task: str | None, options: dict[str, Any]) -> Iterator[str]:
+        yield from self.experts.options(multiplexed_model_id=name, stream=True).stream.remote(prompt, task, options)
 
 
 def build_application(settings: ServeSettings, *, bundle: Path | None, use_model: bool = True,
@@ -151,9 +145,10 @@ def build_application(settings: ServeSettings, *, bundle: Path | None, use_model
     director = Director.options(num_replicas=director_replicas).bind(str(bundle) if bundle else None, use_model)
     router = Router.bind(str(bundle)) if bundle else None
     experts = Experts.bind(str(bundle)) if bundle else None
+    expert_names = list(read_manifest(bundle)["experts"]) if bundle else []
     fields = asdict(settings)
     fields["data_dir"] = str(Path(settings.data_dir).resolve())
-    return Ingress.bind(fields, director, router, experts)
+    return Ingress.bind(fields, director, router, experts, expert_names)
 
 
 def app_builder(args: dict[str, Any]) -> Any:

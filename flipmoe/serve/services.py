@@ -1,19 +1,21 @@
 """What the HTTP app calls: the Director as an `Analyzer`, a model bundle as a `ModelService`.
 
 Plain classes (no Ray Serve here), so the app can be tested with them directly and the Serve
-deployments (`flipmoe.serve.deployments`) wrap them one per replica.
+deployments (`flipmoe.serve.deployments`) wrap them one per replica. Routed generation is FlipMoE's
+own decision (`router.moe.route_and_answer`); only the way to reach the router and the experts differs
+between one process (`BundleModels`) and Ray Serve (deployment handles).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from flipmoe.errors import FlipmoeInputError
+from router.moe import ExpertAnswer, Routes, answer_batch, experts_to_ask, route_and_answer, stream_answer
 
 ROUTED_MODEL = "flipmoe"
 """The model name of routed generation (the router picks the expert)."""
@@ -57,73 +59,91 @@ class DirectorAnalyzer:
         }
 
 
-class BundleModels:
-    """A model bundle's experts and router behind the app's `ModelService` interface.
+class ExpertCalls(Protocol):
+    """How the model service reaches one expert by name; `options` are the generation options but the task."""
 
-    With `load_experts=False` only the manifest and the router are read, and experts are loaded on
-    demand (`load_expert`): the Serve Experts deployment multiplexes them that way.
+    def answer(self, name: str, prompts: list[str], task: str | None, scored: list[bool],
+               options: dict[str, Any]) -> list[ExpertAnswer]: ...
+
+    def stream(self, name: str, prompt: str, task: str | None, options: dict[str, Any]) -> Iterator[str]: ...
+
+
+class RoutedModels:
+    """The app's `ModelService`: each expert by name, and `flipmoe`, FlipMoE's routed generation.
+
+    `flipmoe` decides as `FlipMoE.generate` does, fallback experts included: the router and the experts
+    are injected, in this process or behind deployment handles.
     """
 
-    def __init__(self, bundle: Path, *, load_experts: bool = True) -> None:
-        from router.bundle import read_manifest
-        from router.model import Router
-
-        self.bundle = Path(bundle)
-        self.manifest = read_manifest(self.bundle)
-        self.router = Router.load(self.bundle / self.manifest.get("router", "router"))
-        self.expert_names = list(self.manifest["experts"])
-        self._experts: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        if load_experts:
-            for name in self.expert_names:
-                self.load_expert(name)
+    def __init__(self, router: Routes, expert_names: Sequence[str], experts: ExpertCalls) -> None:
+        self.router, self.expert_names, self.experts = router, list(expert_names), experts
 
     def model_names(self) -> list[str]:
         return [ROUTED_MODEL, *self.expert_names]
-
-    def load_expert(self, name: str) -> Any:
-        from router.bundle import load_experts
-
-        if name not in self.expert_names:
-            raise FlipmoeInputError(f"unknown expert {name!r}", hint=f"choose one of {', '.join(self.expert_names)}")
-        with self._lock:
-            if name not in self._experts:
-                if self.manifest["experts"][name].get("kind", "local") == "local":
-                    from experts.expert import Expert
-
-                    self._experts[name] = Expert.from_checkpoint(self.bundle / self.manifest["experts"][name]["path"])
-                else:
-                    self._experts[name] = load_experts(self.bundle)[name]
-            return self._experts[name]
 
     def route(self, prompt: str, task: str | None) -> dict[str, Any]:
         started = time.perf_counter()
         decision = self.router.route([prompt], [task])[0]
         return {"expert": decision.expert, "scores": decision.scores, "confidence": decision.confidence,
-                "fallback": list(decision.fallback), "route_ms": round((time.perf_counter() - started) * 1000, 3)}
+                "fallback": list(decision.fallback), "asked": experts_to_ask(decision, self.expert_names),
+                "route_ms": round((time.perf_counter() - started) * 1000, 3)}
 
-    def generate(self, model: str, prompt: str, **options: Any) -> dict[str, Any]:
-        expert, decision = self._expert_for(model, prompt, options.get("task"))
-        result = self.generate_with(self.load_expert(expert), prompt, **options)
-        if decision is not None:
-            result["router_scores"] = decision["scores"]
-        return result
-
-    def stream(self, model: str, prompt: str, **options: Any) -> Iterator[str]:
-        expert, _ = self._expert_for(model, prompt, options.get("task"))
-        yield from self.stream_with(self.load_expert(expert), prompt, **options)
-
-    def generate_with(self, expert: Any, prompt: str, **options: Any) -> dict[str, Any]:
-        return asdict(expert.generate(prompt, **options))
-
-    def stream_with(self, expert: Any, prompt: str, **options: Any) -> Iterator[str]:
-        if hasattr(expert, "stream"):
-            yield from expert.stream(prompt, **options)
-        else:
-            yield expert.generate(prompt, **options).text
-
-    def _expert_for(self, model: str, prompt: str, task: str | None) -> tuple[str, dict[str, Any] | None]:
+    def generate(self, model: str, prompt: str, *, task: str | None, **options: Any) -> dict[str, Any]:
         if model != ROUTED_MODEL:
-            return model, None
-        decision = self.route(prompt, task)
-        return decision["expert"], decision
+            return asdict(self.experts.answer(model, [prompt], task, [False], options)[0].generation)
+
+        def ask(name: str, prompts: list[str], task: str | None, scored: list[bool]) -> list[ExpertAnswer]:
+            return self.experts.answer(name, prompts, task, scored, options)
+
+        routed = route_and_answer(self.router, [prompt], [task], available=self.expert_names, ask=ask)[0]
+        return asdict(routed)
+
+    def stream(self, model: str, prompt: str, *, task: str | None, **options: Any) -> Iterator[str]:
+        if model == ROUTED_MODEL:
+            asked = experts_to_ask(self.router.route([prompt], [task])[0], self.expert_names)
+            if len(asked) > 1:  # the answer kept is known only once every candidate has finished
+                yield self.generate(model, prompt, task=task, **options)["text"]
+                return
+            model = asked[0]
+        yield from self.experts.stream(model, prompt, task, options)
+
+
+class LocalExperts:
+    """A bundle's experts in this process, each loaded on first use by the bundle's loader."""
+
+    def __init__(self, bundle: Path, manifest: dict[str, Any]) -> None:
+        self.bundle, self.manifest = bundle, manifest
+        self._loaded: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Any:
+        from router.bundle import load_expert
+
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = load_expert(self.bundle, name, manifest=self.manifest)
+            return self._loaded[name]
+
+    def answer(self, name: str, prompts: list[str], task: str | None, scored: list[bool],
+               options: dict[str, Any]) -> list[ExpertAnswer]:
+        return answer_batch(self.get(name), prompts, task=task, scored=scored, **options)
+
+    def stream(self, name: str, prompt: str, task: str | None, options: dict[str, Any]) -> Iterator[str]:
+        yield from stream_answer(self.get(name), prompt, task=task, **options)
+
+
+class BundleModels(RoutedModels):
+    """A model bundle served from this process: its router, and its experts (all loaded up front unless
+    `preload=False`, then each on first use)."""
+
+    def __init__(self, bundle: Path, *, preload: bool = True) -> None:
+        from router.bundle import load_router, read_manifest
+
+        self.bundle = Path(bundle)
+        self.manifest = read_manifest(self.bundle)
+        self.local = LocalExperts(self.bundle, self.manifest)
+        super().__init__(load_router(self.bundle, manifest=self.manifest), list(self.manifest["experts"]),
+                         self.local)
+        if preload:
+            for name in self.expert_names:
+                self.local.get(name)
