@@ -146,8 +146,9 @@ def prepare_batch(batch: pd.DataFrame, context: PrepareContext) -> pd.DataFrame:
     out["reason"] = reasons
     out["content_hash"] = [dedup.content_hash(t) for t in texts]
     out["chars"] = [len(t) for t in texts]
-    out["signature"] = list(signatures)
-    out["sketch"] = list(sketch_signatures)
+    # One uint32 array per row, in an object column.
+    out["signature"] = pd.Series(list(signatures), index=out.index, dtype=object)
+    out["sketch"] = pd.Series(list(sketch_signatures), index=out.index, dtype=object)
     out["sketch_size"] = sketch_sizes
     return out
 
@@ -174,7 +175,13 @@ def _run_local(tasks: Sequence[ReadTask], config: DataBuildConfig, context: Prep
         parts.append(prepare_batch(batch, context))
         progress(f"prepared {min(i * config.execution.batch_size, len(docs))}/{len(docs)} documents")
     prepared = pd.concat(parts, ignore_index=True) if parts else prepare_batch(docs, context)
-    return prepared, examples.reset_index(drop=True)
+    return _in_order(prepared), _in_order(examples)
+
+
+def _in_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in one deterministic order (id, then text), whatever order they were read in: the global stages
+    keep the first of duplicates, so both runners must hand them over in the same order."""
+    return frame.sort_values(["id", "text"], kind="stable").reset_index(drop=True)
 
 
 def _run_ray(tasks: Sequence[ReadTask], config: DataBuildConfig, context: PrepareContext,
@@ -193,13 +200,10 @@ def _run_ray(tasks: Sequence[ReadTask], config: DataBuildConfig, context: Prepar
     examples = rows.filter(expr=col("kind") == "example").to_pandas()
     prepared = docs.map_batches(prepare_batch, fn_kwargs={"context": context}, batch_format="pandas",
                                 batch_size=config.execution.batch_size, concurrency=workers).to_pandas()
-    # Ray does not keep row order across blocks; the global stages keep the first of duplicates, so
-    # restore a deterministic order.
-    prepared = prepared.sort_values("id", kind="stable").reset_index(drop=True)
     progress(f"prepared {len(prepared)} documents on Ray")
     if examples.empty:
         examples = pd.DataFrame(columns=["kind", "id", "text", "source", "hint", "meta"])
-    return prepared, examples.sort_values("id", kind="stable").reset_index(drop=True)
+    return _in_order(prepared), _in_order(examples)  # Ray does not keep row order across blocks
 
 
 # --- the build ----------------------------------------------------------------------------------------
@@ -282,7 +286,7 @@ def build(config: DataBuildConfig, *, progress: Progress | None = None, families
     if config.dedup.near and len(docs):
         t0 = time.perf_counter()
         eligible = np.flatnonzero(docs["modality"].isin(config.dedup.near_modalities).to_numpy())
-        found = dedup.find_near_duplicates(np.stack(docs["signature"].to_numpy()[eligible]) if len(eligible)
+        found = dedup.find_near_duplicates(np.stack(list(docs["signature"].to_numpy()[eligible])) if len(eligible)
                                            else np.zeros((0, config.dedup.num_perm), np.uint32),
                                            threshold=config.dedup.threshold, seed=config.dedup.seed,
                                            bands_rows=(bands, rows))
@@ -304,7 +308,7 @@ def build(config: DataBuildConfig, *, progress: Progress | None = None, families
         checked = int((eval_sketch.sizes >= contam.MIN_SHINGLES).sum())
         stages.append(StageRecord("eval_sets", input=len(eval_texts), kept=checked, seconds=time.perf_counter() - t0))
         t0 = time.perf_counter()
-        train_sketch = contam.Sketches(np.stack(docs["sketch"].to_numpy()) if len(docs)
+        train_sketch = contam.Sketches(np.stack(list(docs["sketch"].to_numpy())) if len(docs)
                                        else np.zeros((0, config.dedup.num_perm), np.uint32),
                                        docs["sketch_size"].to_numpy())
         hit, _ = contam.contaminated(train_sketch, eval_sketch, threshold=config.contamination.threshold,

@@ -12,39 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flipmoe.toolkits.rootcause import Evidence, RootCause  # noqa: F401 (the report's root-cause type)
+
 REPORT_VERSION = 1
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Evidence(_Model):
-    """One piece of support for (or against) a root cause."""
-
-    modality: Literal["metrics", "logs", "traces", "events", "code", "topology"]
-    role: str = Field(description="what the evidence shows: 'anomaly', 'error-burst', 'slow-span', 'onset', ...")
-    summary: str = Field(description="one sentence a person can read")
-    strength: float = Field(ge=0.0, description="effect size or score of the signal (larger is stronger)")
-    reference: dict[str, Any] = Field(default_factory=dict,
-                                      description="where in the telemetry: metric + window, template + counts, "
-                                                  "trace_id + span_id, event reason")
-
-
-class RootCause(_Model):
-    """A ranked suspect: where (service, pod, node), what (metric, log pattern, fault type) and why."""
-
-    rank: int = Field(ge=1)
-    service: str
-    pod: str | None = None
-    node: str | None = None
-    metric: str | None = Field(default=None, description="the metric that moved most at this suspect")
-    log_pattern: str | None = Field(default=None, description="the log template that changed most")
-    fault_type: str | None = Field(default=None, description="a fault type of flipmoe.telemetry.taxonomy")
-    fault_type_confidence: float | None = None
-    score: float
-    evidence: list[Evidence] = Field(default_factory=list)
-    verified: bool | None = Field(default=None, description="the verification step found supporting evidence")
 
 
 class Finding(_Model):

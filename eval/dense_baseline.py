@@ -143,7 +143,8 @@ def build_dense_baseline(experts: Mapping[str, Any], out_dir: str | Path, *, sou
         f"{target_parameters:,}), peak lr {lr:.2g}, {steps} steps for "
         f"~{target_tokens:,.0f} tokens (6ND = {expert_flops:.3g} FLOPs, as the experts)")
     result = run.fit()
-    dense.model.to("cpu").eval()
+    # transformers wraps `to` in functools.wraps, which typeshed types as an unbound callable.
+    dense.model.to("cpu").eval()  # type: ignore[arg-type]
     dense.card = {
         "expert": "dense",
         "description": "dense baseline: one decoder, one tokenizer, all families' data, the experts' compute",

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import numpy as np
 
@@ -222,7 +222,9 @@ def zscore_ranker() -> Ranker:
         z = ((joined["value"] - joined["mean"]).abs() / joined["std"].where(joined["std"] > 0)).fillna(0.0)
         joined = joined.assign(z=z.replace([np.inf, -np.inf], 0.0))
         per_pod = joined.groupby(["service", "pod"])["z"].max().sort_values(ascending=False)
-        ranking = [{"service": s, "pod": p or None, "node": None, "score": float(v)} for (s, p), v in per_pod.items()]
+        pods = cast(list[tuple[str, str]], per_pod.index.to_list())  # (service, pod), "" standing for no pod
+        ranking = [{"service": s, "pod": p or None, "node": None, "score": float(v)}
+                   for (s, p), v in zip(pods, per_pod, strict=True)]
         return ranking, None
     return rank
 

@@ -151,7 +151,8 @@ def build_expert(family: str, *, out_dir: str | Path, preset: str = "nano", sour
     trainer = Trainer(expert.model, config=train_cfg, pretrain=pretrain, tasks=tasks, heldout=heldout,
                       out_dir=out_dir, pad_id=tokenizer.pad_id, max_len=train_cfg.seq_len, progress=progress)
     result = trainer.fit(resume=resume)
-    expert.model.to("cpu")
+    # transformers wraps `to` in functools.wraps, which typeshed types as an unbound callable.
+    expert.model.to("cpu")  # type: ignore[arg-type]
     lap("train")
 
     trained = task_scores(expert, scored, answer_tokens=answer_tokens)
@@ -212,7 +213,7 @@ def answer_examples(expert: Expert, task: str, rows: Sequence[TaskExample], *, m
 
 def rebuild_command(family: str, *, preset: str, out_dir: str | Path, overrides: Mapping[str, Any] | None) -> str:
     """The command line that rebuilds an expert (overrides other than steps are listed for the API)."""
-    words = ["flipmoe", "train", "expert", "--expert", family, "--preset", preset, "--out", str(out_dir)]
+    words = ["flipmoe", "train", "expert", "--expert", family, "--preset", preset, "--out", _portable(out_dir)]
     if overrides and "steps" in overrides:
         words += ["--steps", str(overrides["steps"])]
     return " ".join(shlex.quote(w) for w in words)
@@ -313,3 +314,15 @@ def _card(spec: ExpertSpec, *, preset: str, out_dir: Path, sources: Sources, ove
         "files": ["config.yaml", "tokenizer.model", "model.safetensors", "card.json", "loss_curve.csv",
                   "loss_curve.json", "loss_curve.png", "trainer_state/"],
     }
+
+
+def _portable(out_dir: str | Path) -> str:
+    """`out_dir` as a card may show it: relative to the working directory, else its last two parts (a card
+    ships with a bundle and must not hold this machine's paths; a bundle's `.partial` work folder is dropped)."""
+    path = Path(out_dir)
+    if not path.is_absolute():
+        return str(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(Path(*[part.removesuffix(".partial") for part in path.parts[-2:]]))

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import LlamaForCausalLM, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from data_pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -47,7 +47,7 @@ class Expert:
 
     config: ExpertConfig
     tokenizer: Tokenizer
-    model: torch.nn.Module
+    model: LlamaForCausalLM
     card: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,7 +73,8 @@ class Expert:
         tokenizer = Tokenizer.load(directory / TOKENIZER_FILE)
         model = build_decoder(config.model)
         load_model(model, str(directory / WEIGHTS_FILE), strict=True, device=str(device))
-        model.to(device).eval()
+        # transformers wraps `to` in functools.wraps, which typeshed types as an unbound callable.
+        model.to(device).eval()  # type: ignore[arg-type]
         card_path = directory / CARD_FILE
         card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
         return cls(config=config, tokenizer=tokenizer, model=model, card=card)

@@ -24,7 +24,8 @@ def hf_config(config: ModelConfig) -> LlamaConfig:
         num_key_value_heads=config.num_kv_heads,
         head_dim=config.head_dim,
         max_position_embeddings=config.max_seq_len,
-        rope_theta=config.rope_theta,
+        # transformers 5 declares only `rope_parameters` but still maps this 4.x keyword onto it.
+        rope_theta=config.rope_theta,  # type: ignore[call-arg]
         tie_word_embeddings=config.tie_embeddings,
         attention_dropout=config.dropout,
         hidden_act="silu",

@@ -29,9 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flipmoe.errors import FlipmoeInputError
+
+if TYPE_CHECKING:
+    from experts.sources import Sources
 
 BUNDLE_FILE, CARD_JSON, CARD_MD = "bundle.json", "card.json", "CARD.md"
 ROUTER_DIR, EXPERTS_DIR = "router", "experts"
@@ -197,7 +200,7 @@ def _remote_expert(name: str, entry: Mapping[str, Any]) -> Any:
 
 
 def build_bundle(out_dir: str | Path, *, preset: str = "nano", config: BundleConfig | None = None,
-                 sources: Any = None, progress: bool = True, overwrite: bool = False) -> Path:
+                 sources: Sources | None = None, progress: bool = True, overwrite: bool = False) -> Path:
     """Build a bundle from scratch into `out_dir`: data, experts, router, evaluation, card.
 
     It is assembled in a sibling `.partial` directory and renamed into place at the end, so an
@@ -257,7 +260,7 @@ def build_bundle(out_dir: str | Path, *, preset: str = "nano", config: BundleCon
                     for name, e in experts.items()},
         "router": ROUTER_DIR,
         "config": asdict(config),
-        "data": _describe_sources(sources),
+        "data": sources.describe(),
         "commands": {"build": config.command(given), "router": f"flipmoe train router --bundle {given}"},
     }
     card = _card(manifest, experts, router, evaluation, timings)
@@ -297,16 +300,17 @@ def retrain_router(directory: str | Path, *, config: BundleConfig | None = None,
     return directory / ROUTER_DIR
 
 
-def sources_of(manifest: Mapping[str, Any]) -> Any:
+def sources_of(manifest: Mapping[str, Any]) -> Sources:
     """The `experts.sources.Sources` a bundle was built from (its recorded settings; shared data found as usual)."""
     from experts.sources import Sources
 
     names = {f.name for f in fields(Sources)} - {"shared_data", "loghub"}
-    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest.get("data", {}).items() if k in names}
+    recorded: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                for k, v in manifest.get("data", {}).items() if k in names}
     return Sources(**recorded)
 
 
-def _build_experts(directory: Path, *, config: BundleConfig, sources: Any, progress: bool) -> dict[str, Any]:
+def _build_experts(directory: Path, *, config: BundleConfig, sources: Sources, progress: bool) -> dict[str, Any]:
     from experts.build import build_default_experts
 
     train = {"steps": config.expert_steps} if config.expert_steps is not None else None
@@ -394,18 +398,6 @@ def moe_answers(moe: Any, records: Sequence[Any], *, references: Mapping[str, Se
 
 
 # -- card ----------------------------------------------------------------------------------------
-
-
-def _describe_sources(sources: Any) -> dict[str, Any]:
-    """Every setting of the data sources (what `sources_of` reads back), and which shared data sets were there."""
-    described: dict[str, Any] = {}
-    for f in fields(sources):
-        value = getattr(sources, f.name)
-        if f.name == "shared_data":
-            described[f.name] = sorted(p.name for p in Path(value).iterdir() if p.is_dir()) if value else []
-        elif f.name != "loghub":
-            described[f.name] = list(value) if isinstance(value, tuple) else value
-    return described
 
 
 def _card(manifest: Mapping[str, Any], experts: Mapping[str, Any], router: Any, evaluation: Mapping[str, Any],

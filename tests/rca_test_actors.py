@@ -10,7 +10,7 @@ from pydantic import Field
 
 from director.actors.analysis import VerifyOutput
 from director.actors.base import ActorContext, ActorInput, ActorOutput, actor
-from director.actors.schemas import Suspect
+from flipmoe.toolkits.rootcause import RootCause
 
 
 class Nothing(ActorInput):
@@ -50,7 +50,7 @@ def crash_once(ctx: ActorContext, args: CrashOnce) -> Done:
 
 
 class Reject(ActorInput):
-    suspect: Suspect
+    suspect: RootCause
     reject: list[str] = Field(default_factory=list)
 
 

@@ -27,15 +27,14 @@ from flipmoe.toolkits.diagnose import (
     diagnosis_features,
     load_model,
 )
-from flipmoe.toolkits.localize import RootCause
+from flipmoe.toolkits.rootcause import RootCause
 
 OOM_EVIDENCE = {"m_memory": 0.9, "m_memory_rising": 0.85, "m_restarts": 0.8, "e_oom": 0.95, "any_e_oom": 0.95,
                 "l_oom": 0.7, "any_l_oom": 0.7, "any_m_memory_rising": 0.85, "any_m_restarts": 0.8}
 
 
 def suspect(service: str = "cart-cache") -> RootCause:
-    return RootCause(service=service, pod=f"{service}-0", node="node-1", score=1.0, anomaly=1.0, propagation=1.0,
-                     modality_scores={}, evidence=())
+    return RootCause(rank=1, service=service, pod=f"{service}-0", node="node-1", score=1.0)
 
 
 def toy_model(prior_weight: float = 0.0) -> DiagnosisModel:

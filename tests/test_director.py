@@ -14,8 +14,7 @@ from openai_server import openai_server  # noqa: F401  (the fixture)
 
 from director.actors.base import ActorContext
 from director.actors.explorer import REDACTED, ExplorerTools, parse_tool_call, sanitize
-from director.director import analyse_incident
-from director.director import Director, default_library, repair_runbook
+from director.director import Director, analyse_incident, default_library, repair_runbook
 from director.dsl import load_plan
 from director.report import RcaReport
 from director.runtime import Interpreter, LocalExecutor

@@ -109,7 +109,7 @@ def test_syntax_errors_have_line_and_column(text, line, column, words):
     ("step t = triage()\nstep t = triage()", 3, 1, "used twice"),
     ("parallel {\n  step m = analyse_metrics()\n  step r = localize(metrics=m)\n}", 4, 29, "same parallel block"),
     ("step t = triage()\nhypotheses h in t.symptoms {\n  step v = verify(suspect=h)\n}", 4, 27,
-     "wants Suspect, but h is str"),
+     "wants RootCause, but h is str"),
     ("step m = analyse_metrics()\nhypotheses h in m.anomalies {\n}", 3, 17, "hypotheses need a list"),
     ("step true = triage()", 2, 1, "keyword"),
 ])
@@ -127,7 +127,7 @@ def test_a_step_may_be_defined_in_both_branches_and_is_optional_after_one():
     with pytest.raises(RunbookError, match="used twice"):
         load_plan('runbook a "b"\nstep t = triage()\nif t.symptoms { step m = analyse_metrics() } '
                   'else { step m = analyse_logs() }\n')
-    with pytest.raises(RunbookError, match="needs suspect|Suspect, but"):  # only defined when a hypothesis holds
+    with pytest.raises(RunbookError, match="needs suspect|RootCause, but"):  # only defined when a hypothesis holds
         load_plan('runbook a "b"\nstep t = triage()\nstep r = localize()\nhypotheses h in r.suspects {\n'
                   '  step v = verify(suspect=h) on no_evidence: backtrack\n}\nstep w = verify(suspect=v.suspect)\n')
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 
 from data_pipeline.chaos.simulate import ClusterEvent, Simulation
 from flipmoe.telemetry.schema import STRING
@@ -26,7 +27,7 @@ def events_table(s: Simulation) -> pd.DataFrame:
     rows.sort(key=lambda e: e.time_s)
     pods, nodes, services = s.cluster.pods, s.cluster.node_names, s.system.service_names
 
-    def name(values: list[int | None], table: list[str]) -> pd.array:
+    def name(values: list[int | None], table: list[str]) -> ExtensionArray:
         return pd.array([table[v] if v is not None else None for v in values], dtype=STRING)
 
     return pd.DataFrame({

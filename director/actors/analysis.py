@@ -22,18 +22,17 @@ from director.actors.schemas import (
     LogsOutput,
     MetricsOutput,
     ModalityOutput,
-    Suspect,
     TracesOutput,
     evidence_of,
-    suspect_of,
 )
 from director.report import Evidence, Finding, Gap
 from flipmoe.telemetry.incident import Incident
 from flipmoe.toolkits.diagnose import diagnose
 from flipmoe.toolkits.events import analyse_events
-from flipmoe.toolkits.localize import Localization, RootCause, Signal, rank_root_causes
+from flipmoe.toolkits.localize import Localization, Signal, rank_root_causes
 from flipmoe.toolkits.logs import analyse_logs
 from flipmoe.toolkits.metrics import analyse_metrics, reference_split_time
+from flipmoe.toolkits.rootcause import RootCause
 from flipmoe.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
 from flipmoe.toolkits.traces import analyse_traces
 
@@ -223,7 +222,7 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
     if args.hints is not None and args.hints.finished:
         causes, decisions = _apply_hints(causes, args.hints, signals, args.hint_weight)
     top = max(ctx.settings.top or 0, args.top)
-    return LocalizeOutput(suspects=[suspect_of(c, i) for i, c in enumerate(causes[:top], start=1)],
+    return LocalizeOutput(suspects=[c.model_copy(update={"rank": i}) for i, c in enumerate(causes[:top], start=1)],
                           localization=localization, modalities=modalities, notes=list(localization.notes),
                           decisions=decisions)
 
@@ -263,7 +262,7 @@ def _apply_hints(causes: list[RootCause], hints: ExploreOutput, signals: list[Si
 
 
 class VerifyInput(ActorInput):
-    suspect: Suspect
+    suspect: RootCause
     metrics: MetricsOutput | None = None
     traces: TracesOutput | None = None
     logs: LogsOutput | None = None
@@ -276,7 +275,7 @@ class VerifyInput(ActorInput):
 
 
 class VerifyOutput(ActorOutput):
-    suspect: Suspect
+    suspect: RootCause
     verified: bool
     supporting: list[Evidence] = Field(default_factory=list)
     modalities: list[str] = Field(default_factory=list, description="modalities with supporting evidence")
@@ -295,8 +294,8 @@ class VerifyOutput(ActorOutput):
 def verify(ctx: ActorContext, args: VerifyInput) -> VerifyOutput:
     suspect = args.suspect
     support = [s for o in _analyses(args) for s in o.signals
-               if (not args.require or s.modality in args.require) and s.service == suspect.service and s.strength >= args.min_strength
-               and (suspect.pod is None or s.pod in (None, suspect.pod))]
+               if (not args.require or s.modality in args.require) and s.service == suspect.service
+               and s.strength >= args.min_strength and (suspect.pod is None or s.pod in (None, suspect.pod))]
     support.sort(key=lambda s: -s.strength)
     return VerifyOutput(suspect=suspect, verified=bool(support), supporting=[evidence_of(s) for s in support[:8]],
                         modalities=sorted({s.modality for s in support}))
@@ -306,7 +305,7 @@ def verify(ctx: ActorContext, args: VerifyInput) -> VerifyOutput:
 
 
 class DiagnoseInput(ActorInput):
-    suspect: Suspect | None
+    suspect: RootCause | None
     rank: LocalizeOutput | None = None
     metrics: MetricsOutput | None = None
     traces: TracesOutput | None = None
@@ -333,7 +332,7 @@ class DiagnoseOutput(ActorOutput):
 def diagnose_step(ctx: ActorContext, args: DiagnoseInput) -> DiagnoseOutput:
     if args.suspect is None:
         return DiagnoseOutput(gaps=[Gap(what="diagnosis", reason="no suspect to diagnose")])
-    cause = _root_cause(args.suspect, args.rank)
+    cause = args.suspect
     use = {o.modality for o in _analyses(args)}
     callers = [a for a, b in ctx.index.edges(traces="traces" in use) if b == cause.service]
     def report(output: ModalityOutput | None) -> Any:
@@ -347,14 +346,3 @@ def diagnose_step(ctx: ActorContext, args: DiagnoseInput) -> DiagnoseOutput:
                           reasons=list(result.reasons),
                           scores={k: round(float(v), 4) for k, v in list(result.scores.items())[:5]},
                           features={k: float(v) for k, v in result.features.items()})
-
-
-def _root_cause(suspect: Suspect, rank: LocalizeOutput | None) -> RootCause:
-    """The localisation's own entry for `suspect` (with its signals), or one rebuilt from the suspect."""
-    if rank is not None and rank.localization is not None:
-        for cause in rank.localization.root_causes:
-            if cause.service == suspect.service and cause.pod == suspect.pod:
-                return cause
-    return RootCause(service=suspect.service, pod=suspect.pod, node=suspect.node, score=suspect.score,
-                     anomaly=0.0, propagation=0.0, modality_scores=suspect.modality_scores, evidence=())
-

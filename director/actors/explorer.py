@@ -142,7 +142,7 @@ class ExplorerTools:
         # answer from the incident alone, so that the explorer sees what a policy saw in the gym.
         # A final answer is only a hint that needs evidence of its own: a short one is taken, not refused.
         self.toolkit = ctx.cached("explorer.toolkit", lambda: ExploreTools(
-            ctx.incident, config=ExploreConfig(min_root_causes=1)))
+            ctx.incident, config=ExploreConfig(min_root_causes=1), index=ctx.index))
 
     def call(self, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         """(observation text, whether the call was well-formed) of one tool call."""

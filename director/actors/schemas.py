@@ -1,4 +1,7 @@
-"""Output schemas that several actors read (the per-modality analyses, suspects, the explorer's answer)."""
+"""Output schemas that several actors read (the per-modality analyses, the ranking, the explorer's answer).
+
+Suspects are `flipmoe.toolkits.rootcause.RootCause`, the one root-cause type from toolkit to report.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +10,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf
 
 from director.actors.base import ActorOutput
-from director.report import Evidence, Finding
+from director.report import Finding
 from flipmoe.toolkits.events import EventReport
-from flipmoe.toolkits.findings import to_json
-from flipmoe.toolkits.localize import Localization, RootCause, Signal
+from flipmoe.toolkits.localize import Localization, Signal
 from flipmoe.toolkits.logs import LogReport
 from flipmoe.toolkits.metrics import MetricReport
+from flipmoe.toolkits.rootcause import RootCause, evidence_of  # noqa: F401 (re-exported for the actors)
 from flipmoe.toolkits.traces import TraceReport
 
 # Toolkit results are frozen dataclasses: `InstanceOf` checks their type without re-validating (and
 # copying) every field, which pydantic would otherwise do for dataclasses.
-
-
-class Suspect(BaseModel):
-    """A ranked (service, pod, node) with the evidence the localisation weighed for it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rank: int
-    service: str
-    pod: str | None = None
-    node: str | None = None
-    score: float
-    modality_scores: dict[str, float] = Field(default_factory=dict)
-    evidence: list[Evidence] = Field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return " / ".join(x for x in (self.service, self.pod, self.node) if x)
-
-
-def evidence_of(signal: Signal) -> Evidence:
-    reference: dict[str, Any] = to_json(dict(signal.evidence))
-    if signal.start is not None:
-        reference.setdefault("start", to_json(signal.start))
-    return Evidence(modality=signal.modality, role=signal.kind or signal.role,  # type: ignore[arg-type]
-                    summary=signal.summary, strength=round(float(signal.strength), 4), reference=reference)
-
-
-def suspect_of(cause: RootCause, rank: int) -> Suspect:
-    return Suspect(rank=rank, service=cause.service, pod=cause.pod, node=cause.node, score=round(cause.score, 4),
-                   modality_scores={k: round(v, 4) for k, v in cause.modality_scores.items()},
-                   evidence=[evidence_of(s) for s in cause.evidence])
 
 
 class ModalityOutput(ActorOutput):
@@ -90,7 +61,7 @@ class EventsOutput(ModalityOutput):
 
 
 class LocalizeOutput(ActorOutput):
-    suspects: list[Suspect] = Field(default_factory=list)
+    suspects: list[RootCause] = Field(default_factory=list)
     """Most likely first."""
     localization: InstanceOf[Localization] | None = None
     modalities: list[str] = Field(default_factory=list)

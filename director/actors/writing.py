@@ -10,7 +10,7 @@ from pydantic import Field
 
 from director.actors.analysis import DiagnoseOutput, VerifyOutput
 from director.actors.base import ActorContext, ActorInput, ActorOutput, Trials, actor
-from director.actors.schemas import EventsOutput, LocalizeOutput, LogsOutput, MetricsOutput, Suspect, TracesOutput
+from director.actors.schemas import EventsOutput, LocalizeOutput, LogsOutput, MetricsOutput, TracesOutput
 from director.report import Finding, Gap, RootCause
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 class SummariseInput(ActorInput):
     rank: LocalizeOutput | None = None
-    trials: Trials[Suspect] | None = None
+    trials: Trials[RootCause] | None = None
     diagnosis: DiagnoseOutput | None = None
     logs: LogsOutput | None = None
     use_model: bool = Field(default=True, description="let FlipMoE add a sentence when a bundle is set")
@@ -61,13 +61,13 @@ def summarise(ctx: ActorContext, args: SummariseInput) -> SummaryOutput:
     return SummaryOutput(text=text, reasoning=reasoning, source=source, gaps=gaps, decisions=decisions)
 
 
-def _best(trials: Trials[Suspect] | None, suspects: list[Suspect]) -> Suspect | None:
+def _best(trials: Trials[RootCause] | None, suspects: list[RootCause]) -> RootCause | None:
     if trials is not None and trials.accepted is not None:
         return trials.accepted
     return suspects[0] if suspects else None
 
 
-def _template_summary(top: Suspect, diagnosis: DiagnoseOutput | None, trials: Trials[Suspect] | None) -> str:
+def _template_summary(top: RootCause, diagnosis: DiagnoseOutput | None, trials: Trials[RootCause] | None) -> str:
     where = top.service + (f" (pod {top.pod}" + (f" on node {top.node}" if top.node else "") + ")" if top.pod else "")
     text = f"The most likely root cause is {where}"
     if diagnosis is not None and diagnosis.fault_type and diagnosis.service == top.service:
@@ -81,8 +81,8 @@ def _template_summary(top: Suspect, diagnosis: DiagnoseOutput | None, trials: Tr
     return text
 
 
-def _reasoning(top: Suspect, trials: Trials[Suspect] | None, diagnosis: DiagnoseOutput | None,
-               suspects: list[Suspect]) -> list[str]:
+def _reasoning(top: RootCause, trials: Trials[RootCause] | None, diagnosis: DiagnoseOutput | None,
+               suspects: list[RootCause]) -> list[str]:
     lines = [f"{s.label}: score {s.score:.2f} from {', '.join(sorted(s.modality_scores)) or 'the call graph'}"
              for s in suspects[:3]]
     if trials is not None:
@@ -102,7 +102,7 @@ def _load_model(bundle: str) -> Any:
     return FlipMoE.from_bundle(bundle)
 
 
-def _model_sentence(ctx: ActorContext, top: Suspect, logs: LogsOutput) -> tuple[str, str, str, str]:
+def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tuple[str, str, str, str]:
     """(sentence, source, guardrail note, failure): FlipMoE's log-change sentence for the suspect, without
     the sentences that name things the incident does not have."""
     report = logs.report
@@ -167,7 +167,7 @@ def queries(ctx: ActorContext, args: QueriesInput) -> QueriesOutput:
     return QueriesOutput(promql=found.promql, logql=found.logql)
 
 
-def _reference(suspect: Suspect, modality: str, key: str) -> str | None:
+def _reference(suspect: RootCause, modality: str, key: str) -> str | None:
     for evidence in suspect.evidence:
         if evidence.modality == modality and isinstance(evidence.reference.get(key), str):
             return str(evidence.reference[key])
@@ -179,7 +179,7 @@ def _reference(suspect: Suspect, modality: str, key: str) -> str | None:
 
 class AssembleInput(ActorInput):
     rank: LocalizeOutput | None = None
-    trials: Trials[Suspect] | None = None
+    trials: Trials[RootCause] | None = None
     check: VerifyOutput | None = None
     diagnosis: DiagnoseOutput | None = None
     summary: SummaryOutput | None = None
@@ -216,12 +216,12 @@ def assemble(ctx: ActorContext, args: AssembleInput) -> ReportDraft:
     causes = []
     for rank, s in enumerate(suspects[: ctx.settings.top or args.top], start=1):
         diagnosed = args.diagnosis is not None and args.diagnosis.service == s.service and rank == 1
-        causes.append(RootCause(
-            rank=rank, service=s.service, pod=s.pod, node=s.node, score=s.score,
-            metric=_reference(s, "metrics", "metric"), log_pattern=_reference(s, "logs", "template"),
-            fault_type=args.diagnosis.fault_type if diagnosed and args.diagnosis else None,
-            fault_type_confidence=args.diagnosis.confidence if diagnosed and args.diagnosis else None,
-            evidence=list(s.evidence), verified=verdicts.get((s.service, s.pod))))
+        causes.append(s.model_copy(update={
+            "rank": rank, "metric": _reference(s, "metrics", "metric"),
+            "log_pattern": _reference(s, "logs", "template"),
+            "fault_type": args.diagnosis.fault_type if diagnosed and args.diagnosis else None,
+            "fault_type_confidence": args.diagnosis.confidence if diagnosed and args.diagnosis else None,
+            "verified": verdicts.get((s.service, s.pod))}))
     findings = {o.modality: o.findings for o in (args.metrics, args.traces, args.logs, args.events)
                 if o is not None and o.available}
     used = args.rank.modalities if args.rank is not None else []
@@ -233,7 +233,7 @@ def assemble(ctx: ActorContext, args: AssembleInput) -> ReportDraft:
                        modalities_used=list(used), queries=queries, gaps=gaps)
 
 
-def order_by_verdict(suspects: list[Suspect], trials: Trials[Suspect] | None) -> list[Suspect]:
+def order_by_verdict(suspects: list[RootCause], trials: Trials[RootCause] | None) -> list[RootCause]:
     """The accepted hypothesis first and the rejected ones last; with none accepted, the ranking's order
     stands (the report's `verified` flags say what the checks found)."""
     if trials is None or trials.accepted is None:
@@ -245,7 +245,7 @@ def order_by_verdict(suspects: list[Suspect], trials: Trials[Suspect] | None) ->
             + [s for s in suspects if (s.service, s.pod) in rejected])
 
 
-def _verdicts(trials: Trials[Suspect] | None, check: VerifyOutput | None) -> dict[tuple[str, str | None], bool]:
+def _verdicts(trials: Trials[RootCause] | None, check: VerifyOutput | None) -> dict[tuple[str, str | None], bool]:
     verdicts: dict[tuple[str, str | None], bool] = {}
     if trials is not None:
         verdicts.update({(s.service, s.pod): False for s in trials.rejected})

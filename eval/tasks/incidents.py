@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -88,10 +88,10 @@ def incident_tasks() -> list[EvalTask]:
 
 def metric_changes(sample: ChaosSample, *, top: int = 8) -> list[str]:
     """The `top` (pod, metric) series that moved most from their baseline, as text lines."""
-    base = sample.table("metrics", baseline=True)
+    baseline = sample.table("metrics", baseline=True)
     window = sample.table("metrics")
     keys = ["service", "pod", "metric"]
-    base = base.fillna({"pod": "-"}).groupby(keys)["value"].agg(
+    base = baseline.fillna({"pod": "-"}).groupby(keys)["value"].agg(
         median="median", mad=lambda v: float(np.median(np.abs(v - np.median(v)))))
     now = window.fillna({"pod": "-"}).groupby(keys)["value"].agg(["max", "min"])
     joined = now.join(base, how="inner")
@@ -100,7 +100,8 @@ def metric_changes(sample: ChaosSample, *, top: int = 8) -> list[str]:
     down = (joined["median"] - joined["min"]) / scale
     joined = joined.assign(z=np.maximum(up, down), rising=up >= down).sort_values("z", ascending=False)
     lines = []
-    for (service, pod, metric), row in joined.head(top).iterrows():
+    for key, row in joined.head(top).iterrows():
+        service, pod, metric = cast(tuple[str, str, str], key)  # the group keys, "-" standing for no pod
         level = row["max"] if row["rising"] else row["min"]
         where = service if pod == "-" else f"{service} pod {pod}"
         lines.append(f"{where} {metric}: baseline {_num(row['median'])} -> {'max' if row['rising'] else 'min'} "
@@ -373,8 +374,10 @@ def _event_items(data: EvalData) -> list[EvalItem]:
         onset = pd.Timestamp(label.inject_time) - pd.Timedelta(minutes=2) if label.inject_time else None
         culprit = {label.service, label.pod, label.node} - {None}
         events = sample.table("events")
-        for row in events.itertuples(index=False):
-            ours = bool({row.service, row.pod, row.node} & culprit) and (onset is None or row.timestamp >= onset)
+        after_onset = (events["timestamp"] >= onset if onset is not None
+                       else pd.Series(True, index=events.index, dtype=bool))
+        for row, recent in zip(events.itertuples(index=False), after_onset, strict=True):
+            ours = bool({row.service, row.pod, row.node} & culprit) and recent
             text = _event_text(row)
             cause = label.fault_type if ours and row.reason not in _ROUTINE else "benign"
             items.setdefault(f"{row.reason}|{cause}|{sample.seed}", EvalItem(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import cast
 
 import pandas as pd
 
@@ -152,7 +153,8 @@ def _counts(logs: pd.DataFrame) -> dict[str, dict[tuple[str, str], int]]:
     frame = pd.DataFrame({"service": logs["service"].astype(str), "level": logs["level"].astype(str),
                           "template": log_templates(logs["message"])})
     out: dict[str, dict[tuple[str, str], int]] = {}
-    for (service, level, template), count in frame.groupby(["service", "level", "template"]).size().items():
+    for key, count in frame.groupby(["service", "level", "template"]).size().items():
+        service, level, template = cast(tuple[str, str, str], key)  # the frame's three text columns
         out.setdefault(service, {})[(level, template)] = int(count)
     return out
 

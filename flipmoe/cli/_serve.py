@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -52,8 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_model:
         from router.bundle import ensure_bundle
 
-        bundle = ensure_bundle(Path(args.bundle) if args.bundle else None,
-                               progress=lambda line: print(line, file=sys.stderr, flush=True))
+        bundle = ensure_bundle(Path(args.bundle) if args.bundle else None, progress=True)
     start_ray(address=args.address)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas),

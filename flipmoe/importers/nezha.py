@@ -46,7 +46,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -411,7 +411,7 @@ def _numbers(series: pd.Series, path: Path, column: str) -> pd.Series:
     return numeric
 
 
-def _epoch(series: pd.Series, path: Path, column: str, unit: str) -> pd.Series:
+def _epoch(series: pd.Series, path: Path, column: str, unit: Literal["s", "ms", "us", "ns"]) -> pd.Series:
     values = _numbers(series, path, column)
     if values.isna().any():
         position = int(np.flatnonzero(values.isna().to_numpy())[0])

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -58,6 +58,16 @@ class ModelService(Protocol):
                temperature: float, top_p: float) -> Iterator[str]: ...
 
     def route(self, prompt: str, task: str | None) -> dict[str, Any]: ...
+
+
+class _GenerationOptions(TypedDict):
+    """The keyword arguments `ModelService.generate` and `ModelService.stream` share."""
+
+    task: str | None
+    max_new_tokens: int
+    stop: list[str]
+    temperature: float
+    top_p: float
 
 
 @dataclass(kw_only=True)
@@ -270,8 +280,8 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
         prompt = _chat_prompt(request.messages)
         stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
         max_tokens = min(request.max_completion_tokens or request.max_tokens or 64, settings.max_new_tokens_limit)
-        options = {"task": None, "max_new_tokens": max_tokens, "stop": stop, "temperature": request.temperature,
-                   "top_p": request.top_p}
+        options: _GenerationOptions = {"task": None, "max_new_tokens": max_tokens, "stop": stop,
+                                       "temperature": request.temperature, "top_p": request.top_p}
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if request.stream:
             return StreamingResponse(_sse(service.stream(request.model, prompt, **options), completion_id, created,

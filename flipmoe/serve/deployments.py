@@ -14,15 +14,17 @@ Deployments are plain classes: unit tests call the services behind them directly
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from fastapi import FastAPI
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from flipmoe.serve.app import ServeSettings, api_tokens, create_app
+from flipmoe.serve.app import ProgressFn, ServeSettings, api_tokens, create_app
 from flipmoe.serve.services import DirectorAnalyzer, RoutedModels
 from router.bundle import load_expert, load_router, read_manifest
 from router.moe import ExpertAnswer, answer_batch, stream_answer
@@ -72,7 +74,7 @@ class Experts:
         expert = await self.get_expert(serve.get_multiplexed_model_id())
         return answer_batch(expert, prompts, task=task, scored=scored, **options)
 
-    async def stream(self, prompt: str, task: str | None, options: dict[str, Any]) -> Any:
+    async def stream(self, prompt: str, task: str | None, options: dict[str, Any]) -> AsyncIterator[str]:
         expert = await self.get_expert(serve.get_multiplexed_model_id())
         for delta in stream_answer(expert, prompt, task=task, **options):
             yield delta
@@ -88,7 +90,7 @@ class Ingress:
         self.settings = ServeSettings(**{**settings, "data_dir": Path(settings["data_dir"])})
         self.director, self.router, self.experts, self.expert_names = director, router, experts, expert_names
 
-    def __serve_build_asgi_app__(self) -> Any:
+    def __serve_build_asgi_app__(self) -> FastAPI:
         models = (RoutedModels(_RouterHandle(self.router), self.expert_names, _ExpertHandles(self.experts))
                   if self.router and self.experts else None)
         return create_app(self.settings, analyzer=_HandleAnalyzer(self.director), models=models)
@@ -100,7 +102,7 @@ class _HandleAnalyzer:
     def __init__(self, director: DeploymentHandle, attempts: int = 3) -> None:
         self.director, self.attempts = director, attempts
 
-    def __call__(self, incident_dir: Path, out_dir: Path, progress: Any) -> dict[str, Any]:
+    def __call__(self, incident_dir: Path, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
         progress("queued at the director")
@@ -136,22 +138,27 @@ class _ExpertHandles:
         return self.experts.options(multiplexed_model_id=name).answer.remote(prompts, task, scored, options).result()
 
     def stream(self, name: str, prompt: str, task: str | None, options: dict[str, Any]) -> Iterator[str]:
-        yield from self.experts.options(multiplexed_model_id=name, stream=True).stream.remote(prompt, task, options)
+        response = self.experts.options(multiplexed_model_id=name, stream=True).stream.remote(prompt, task, options)
+        # Ray types `.remote` as either response kind; a `stream=True` handle always gives the generator.
+        yield from cast(DeploymentResponseGenerator[str], response)
 
 
 def build_application(settings: ServeSettings, *, bundle: Path | None, use_model: bool = True,
-                      director_replicas: int = 1) -> Any:
+                      director_replicas: int = 1) -> Application:
     """The composed application: `serve.run(build_application(...))`."""
-    director = Director.options(num_replicas=director_replicas).bind(str(bundle) if bundle else None, use_model)
-    router = Router.bind(str(bundle)) if bundle else None
-    experts = Experts.bind(str(bundle)) if bundle else None
+    # `@serve.deployment` turns each class into a `Deployment` (with `.options` and `.bind`), but mypy keeps
+    # the undecorated class type for decorated classes.
+    director = Director.options(  # type: ignore[attr-defined]
+        num_replicas=director_replicas).bind(str(bundle) if bundle else None, use_model)
+    router = Router.bind(str(bundle)) if bundle else None  # type: ignore[attr-defined]
+    experts = Experts.bind(str(bundle)) if bundle else None  # type: ignore[attr-defined]
     expert_names = list(read_manifest(bundle)["experts"]) if bundle else []
     fields = asdict(settings)
     fields["data_dir"] = str(Path(settings.data_dir).resolve())
-    return Ingress.bind(fields, director, router, experts, expert_names)
+    return Ingress.bind(fields, director, router, experts, expert_names)  # type: ignore[attr-defined]
 
 
-def app_builder(args: dict[str, Any]) -> Any:
+def app_builder(args: dict[str, Any]) -> Application:
     """Entry point for `serve run` / Serve config files: `import_path: flipmoe.serve.deployments:app_builder`."""
     settings = ServeSettings(data_dir=Path(args.get("data_dir", "flipmoe-serve")),
                              tokens=api_tokens(args.get("tokens")),

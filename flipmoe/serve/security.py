@@ -65,30 +65,30 @@ def _read_members(data: bytes, *, max_bytes: int, max_members: int) -> list[tupl
     members: list[tuple[PurePosixPath, bytes]] = []
     total = 0
     if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = [i for i in archive.infolist() if not i.is_dir()]
+        with zipfile.ZipFile(io.BytesIO(data)) as zip_archive:
+            infos = [i for i in zip_archive.infolist() if not i.is_dir()]
             _check_count(len(infos), max_members)
             for info in infos:
                 if (info.external_attr >> 16) & 0o170000 == 0o120000:
                     raise FlipmoeInputError(f"archive member {info.filename!r} is a link; links are not accepted")
                 total += info.file_size
                 _check_size(total, max_bytes)
-                members.append((safe_member_path(info.filename), archive.read(info)))
+                members.append((safe_member_path(info.filename), zip_archive.read(info)))
         return members
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+        tar_archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
     except tarfile.TarError:
         raise FlipmoeInputError("the upload is not a .tar, .tar.gz or .zip archive") from None
-    with archive:
-        infos = [m for m in archive.getmembers() if not m.isdir()]
-        _check_count(len(infos), max_members)
-        for member in infos:
+    with tar_archive:
+        tar_members = [m for m in tar_archive.getmembers() if not m.isdir()]
+        _check_count(len(tar_members), max_members)
+        for member in tar_members:
             if not member.isfile():
                 raise FlipmoeInputError(f"archive member {member.name!r} is not a regular file "
                                         "(links and devices are not accepted)")
             total += member.size
             _check_size(total, max_bytes)
-            handle = archive.extractfile(member)
+            handle = tar_archive.extractfile(member)
             members.append((safe_member_path(member.name), handle.read() if handle else b""))
     return members
 

@@ -62,7 +62,7 @@ def analyse_events(incident: Incident) -> EventReport:
         return EventReport(findings=(), notes=("no events inside the incident window",))
     keys = ["service", "pod", "node", "kind", "reason"]
     grouped = inside.fillna({"service": "", "pod": "", "node": "", "message": ""}).groupby(keys, sort=False)
-    findings = [_finding(key, group) for key, group in grouped]
+    findings = [_finding(tuple(str(part) for part in key), group) for key, group in grouped]
     findings.sort(key=lambda f: (-f.strength, f.first))
     return EventReport(findings=tuple(findings), notes=())
 

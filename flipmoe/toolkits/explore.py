@@ -46,6 +46,7 @@ import pandas as pd
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.incident import Incident
 from flipmoe.telemetry.validate import to_utc
+from flipmoe.toolkits.index import IncidentIndex, build_index
 from flipmoe.toolkits.metrics import RobustMAD, nanmedian_rows, reference_split_time
 
 __all__ = ["CALL_SCHEMA", "REDACTED", "ROOT", "TOOLS", "ExploreConfig", "ExploreTools", "Observation",
@@ -222,15 +223,19 @@ def observation_text(text: str, *, max_chars: int) -> str:
 class ExploreTools:
     """The tools over one incident. Build once per incident: the span tree is indexed up front."""
 
-    def __init__(self, incident: Incident, *, config: ExploreConfig | None = None) -> None:
+    def __init__(self, incident: Incident, *, config: ExploreConfig | None = None,
+                 index: IncidentIndex | None = None) -> None:
+        """`index`: the incident's shared maps when the caller has them (the Director builds one per run)."""
         self.incident = incident
         self.config = config or ExploreConfig()
+        index = index or build_index(incident)
         self._spans = _window_spans(incident)
         self._children = _children_index(self._spans)
         self._roots = self._spans[_is_root(self._spans)]
         self._baseline_ms = _baseline_latency(incident)
-        self._pod_nodes = _pod_nodes(incident)
-        self.services = _all_services(incident)
+        self._pod_nodes = dict(index.node_of_pod)
+        topology = incident.topology.services if incident.topology is not None else []
+        self.services = sorted({*index.services, *topology, *(s for edge in index.call_edges for s in edge)})
         """Every service of the incident (telemetry and topology), sorted."""
         self.pods = incident.telemetry.pods()
         self.nodes = sorted({*self._pod_nodes.values(), *_table_nodes(incident)})
@@ -611,22 +616,6 @@ def _baseline_latency(incident: Incident) -> dict[tuple[str, str], float]:
     medians = baseline.spans.groupby(["service", "operation"])["duration"].median().reset_index()
     return {(str(s), str(o)): round(float(v), 3)
             for s, o, v in zip(medians["service"], medians["operation"], medians["duration"], strict=True)}
-
-
-def _all_services(incident: Incident) -> list[str]:
-    names = set(incident.telemetry.services())
-    if incident.topology is not None:
-        names.update(incident.topology.services)
-    return sorted(names)
-
-
-def _pod_nodes(incident: Incident) -> dict[str, str]:
-    placement = dict(incident.topology.placement) if incident.topology is not None else {}
-    metrics = incident.metrics
-    if metrics is not None:
-        known = metrics.dropna(subset=["pod", "node"]).drop_duplicates("pod")
-        placement.update(zip(known["pod"].astype(str), known["node"].astype(str), strict=True))
-    return placement
 
 
 def _table_nodes(incident: Incident) -> set[str]:

@@ -34,6 +34,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from flipmoe.toolkits.rootcause import RootCause, evidence_of
+
 Role = Literal["cause", "symptom"]
 
 
@@ -94,24 +96,6 @@ class LocalizationConfig:
             raise ValueError("damping must be in (0, 1)")
         if not 0 <= self.symptom_weight <= 1:
             raise ValueError("symptom_weight must be in [0, 1]")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RootCause:
-    """A ranked suspect."""
-
-    service: str
-    pod: str | None
-    node: str | None
-    score: float
-    """In [0, 1]; comparable within one incident only."""
-    anomaly: float
-    """The service's own fused anomaly strength."""
-    propagation: float
-    """Its PageRank share, normalised so the top service has 1."""
-    modality_scores: Mapping[str, float]
-    evidence: tuple[Signal, ...]
-    """Strongest signals first."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,7 +264,7 @@ def _rank_pods(signals: Sequence[Signal], service_scores: Mapping[str, float], a
     by_service: dict[str, list[Signal]] = defaultdict(list)
     for signal in signals:
         by_service[signal.service].append(signal)
-    entries: list[RootCause] = []
+    entries: list[tuple[float, str, str, str | None, tuple[Signal, ...]]] = []
     for service, score in service_scores.items():
         own = sorted(by_service.get(service, []), key=lambda s: s.strength, reverse=True)
         pod_strength: dict[str, float] = defaultdict(float)
@@ -297,11 +281,12 @@ def _rank_pods(signals: Sequence[Signal], service_scores: Mapping[str, float], a
             pod_score = score * (0.8 + 0.2 * strength / strongest)
             evidence = _diverse(tuple(s for s in own if s.pod in (pod, None)) if pod else tuple(own))
             node = placement.get(pod) or next((s.node for s in evidence if s.node), None)
-            entries.append(RootCause(service=service, pod=pod or None, node=node, score=pod_score,
-                                     anomaly=anomaly.get(service, 0.0), propagation=propagation[service],
-                                     modality_scores=dict(per_modality.get(service, {})), evidence=evidence[:8]))
-    entries.sort(key=lambda e: (-e.score, e.service, e.pod or ""))
-    return entries
+            entries.append((pod_score, service, pod, node, evidence[:8]))
+    entries.sort(key=lambda e: (-e[0], e[1], e[2]))
+    return [RootCause(rank=rank, service=service, pod=pod or None, node=node, score=round(score, 4),
+                      modality_scores={k: round(v, 4) for k, v in per_modality.get(service, {}).items()},
+                      evidence=[evidence_of(s) for s in evidence])
+            for rank, (score, service, pod, node, evidence) in enumerate(entries, start=1)]
 
 
 def _diverse(signals: tuple[Signal, ...]) -> tuple[Signal, ...]:

@@ -271,8 +271,8 @@ def _series_codes(tables: list[pd.DataFrame]) -> tuple[list[np.ndarray], pd.Data
     stacked = pd.concat([t.reindex(columns=[*_SERIES_KEY, "node"]) for t in tables], ignore_index=True)
     combined = np.zeros(len(stacked), dtype=np.int64)
     for col in _SERIES_KEY:
-        codes, uniques = pd.factorize(stacked[col], use_na_sentinel=False)
-        combined = combined * (len(uniques) + 1) + codes
+        col_codes, uniques = pd.factorize(stacked[col], use_na_sentinel=False)
+        combined = combined * (len(uniques) + 1) + col_codes
     series_code, _ = pd.factorize(combined)
     keys = stacked.groupby(series_code, sort=True).agg(**{c: (c, "first") for c in [*_SERIES_KEY, "node"]})
     bounds = np.cumsum([0, *(len(t) for t in tables)])
@@ -404,8 +404,8 @@ def _build_grid(own: pd.DataFrame, baseline: pd.DataFrame | None, *, split: pd.T
     for matrix_ST in (own_ST, base_ST):
         matrix_ST[rate_S] = _counter_rates(matrix_ST[rate_S], step_ns / 1e9)
 
-    first_current = int(np.searchsorted(times_T, current_start))
-    own_history_SH = own_ST[:, : int(np.searchsorted(times_T, split))]
+    first_current = int(times_T.searchsorted(current_start))
+    own_history_SH = own_ST[:, : int(times_T.searchsorted(split))]
     history_SH = own_history_SH
     if baseline is not None:
         history_SH = _baseline_or_own(base_ST, own_history_SH, config.min_reference_points, split, notes)

@@ -541,17 +541,20 @@ def _service_summaries(a: _Analysis, notes: list[str]) -> tuple[ServiceTraceSumm
     ref = ref_all.reindex(cur.index)
     error_score = _rate_score(cur, ref, ref_all, "origins", "requests")
     latency_score = _rate_score(cur, ref, ref_all, "slow", "judged")
+    codes = cur.index.to_numpy(np.int64)
+    # NaN where a service has no reference spans.
+    ref_errors, ref_requests, ref_p50, ref_p95 = (ref[c].to_numpy(np.float64)
+                                                  for c in ("errors", "requests", "p50", "p95"))
     summaries = [
         ServiceTraceSummary(
-            service=a.s.services[int(code)], requests=int(row.requests), errors=int(row.errors),
+            service=a.s.services[int(codes[i])], requests=int(row.requests), errors=int(row.errors),
             error_rate=float(row.errors / row.requests), origin_errors=int(row.origins),
-            baseline_error_rate=_ratio(ref.at[code, "errors"], ref.at[code, "requests"]),
+            baseline_error_rate=_ratio(ref_errors[i], ref_requests[i]),
             self_p50_ms=float(row.p50), self_p95_ms=float(row.p95),
-            baseline_self_p50_ms=_float_or_none(ref.at[code, "p50"]),
-            baseline_self_p95_ms=_float_or_none(ref.at[code, "p95"]),
-            latency_score=float(slow), error_score=float(err),
+            baseline_self_p50_ms=_float_or_none(ref_p50[i]), baseline_self_p95_ms=_float_or_none(ref_p95[i]),
+            latency_score=float(latency_score[i]), error_score=float(error_score[i]),
         )
-        for (code, row), err, slow in zip(cur.iterrows(), error_score, latency_score, strict=True)
+        for i, (_, row) in enumerate(cur.iterrows())
     ]
     summaries.sort(key=lambda x: (-max(x.latency_score, x.error_score), x.service))
     return tuple(summaries)
@@ -565,11 +568,11 @@ def _rate_score(cur: pd.DataFrame, ref: pd.DataFrame, ref_all: pd.DataFrame, eve
                        ref[events].fillna(0).to_numpy(float), ref[trials].fillna(0).to_numpy(float), prior)
 
 
-def _float_or_none(value: object) -> float | None:
-    return None if pd.isna(value) else float(value)  # type: ignore[arg-type]
+def _float_or_none(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
-def _ratio(numerator: object, denominator: object) -> float | None:
-    if pd.isna(denominator) or not denominator:  # type: ignore[arg-type]
+def _ratio(numerator: float, denominator: float) -> float | None:
+    if np.isnan(denominator) or not denominator:
         return None
-    return float(numerator) / float(denominator)  # type: ignore[arg-type]
+    return float(numerator) / float(denominator)
