@@ -483,3 +483,35 @@ def _say(progress: bool, line: str) -> None:
 
 __all__ = ["BundleConfig", "build_bundle", "ensure_bundle", "load_bundle", "load_expert", "load_experts",
            "load_router", "read_manifest", "retrain_router"]
+
+
+def context_shortfall(directory: str | Path, text: str, *, new_tokens: int, expert: str | None = None,
+                      task: str | None = None) -> str | None:
+    """Why a bundle's local expert cannot read `text` and write `new_tokens` more, or None when one can.
+
+    The expert is `expert`, else every local expert whose config lists `task`; the check reads only their
+    config and tokenizer (no weights, no torch), so a model whose context would truncate the prompt is
+    never loaded for it. Remote experts are assumed to fit."""
+    import yaml
+
+    from data_pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
+
+    directory = Path(directory)
+    entries = read_manifest(directory)["experts"]
+    names = [expert] if expert is not None else list(entries)
+    reasons = []
+    for name in names:
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        if entry.get("kind", "local") != "local":
+            return None
+        config = yaml.safe_load((directory / entry["path"] / "config.yaml").read_text(encoding="utf-8"))
+        if task is not None and expert is None and task not in config.get("tasks", []):
+            continue
+        context = int(config["model"]["max_seq_len"])
+        needed = len(Tokenizer.load(directory / entry["path"] / TOKENIZER_FILE).encode(text)) + new_tokens
+        if needed <= context:
+            return None
+        reasons.append(f"the {name} expert reads {context} tokens; this needs {needed}")
+    return "; ".join(reasons) or f"no expert of the bundle answers {task or expert}"

@@ -186,3 +186,15 @@ def test_train_router_command_retrains_the_bundles_router(tmp_path, monkeypatch,
     assert retrained["requests"] + retrained["test_requests"] == 16
     assert card["evaluation"]["requests"] == retrained["test_requests"]
     assert set(card["evaluation"]["task_scores"]["flipmoe"]) <= {r.task for r in requests}
+
+
+def test_context_shortfall_reads_config_and_tokenizer_only() -> None:
+    from router.bundle import context_shortfall, packaged_bundle
+
+    bundle = packaged_bundle()
+    if bundle is None:
+        pytest.skip("no packaged bundle in this installation")
+    assert context_shortfall(bundle, "ERROR db refused", new_tokens=8, expert="logs") is None
+    reason = context_shortfall(bundle, "ERROR db refused " * 200, new_tokens=64, task="log_change_summary")
+    assert reason is not None and "logs expert reads 128 tokens" in reason
+    assert "no expert of the bundle answers" in (context_shortfall(bundle, "x", new_tokens=1, task="poetry") or "")

@@ -65,6 +65,20 @@ def test_runbook_retrieval_by_alert(alert, expected):
     assert default_library().retrieve(alert)[0].name == expected
 
 
+def test_runbook_retrieval_scores_match_scikit_learn():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from director.director import _TfIdf
+
+    library = default_library()
+    documents = [f"{t.name} {t.plan.runbook.description}".lower() for t in library.templates.values()]
+    vectorizer = TfidfVectorizer(token_pattern=r"[a-z0-9]+(?:-[a-z0-9]+)*", sublinear_tf=True)
+    matrix = vectorizer.fit_transform(documents)
+    for query in ("p95 latency of checkout above 1s slow-traces", "deploy rollout recent-change", "nothing known"):
+        expected = (matrix @ vectorizer.transform([query]).T).toarray().ravel()
+        assert _TfIdf(documents).similarity(query) == pytest.approx(expected, abs=1e-9)
+
+
 def test_director_report_matches_the_toolkit_path(corpus, reports):
     for name, (incident, report) in reports.items():
         assert isinstance(report, RcaReport) and RcaReport.model_validate_json(report.to_json()) == report
@@ -378,9 +392,25 @@ def test_model_sentences_pass_the_guardrails_or_are_dropped(reports, monkeypatch
             return type("Answer", (), {"text": answer, "expert": "logs"})()
 
     monkeypatch.setattr(writing, "_load_model", lambda bundle: FakeMoE())
+    monkeypatch.setattr("router.bundle.context_shortfall", lambda *a, **k: None)  # a fake bundle fits
     incident, _ = reports["inc-12"]
     report = Director(LocalExecutor(), settings=RunSettings(bundle=tmp_path)).analyse(incident)
     assert (answer in report.summary) is kept
     if not kept:
         assert "quantum-flux" not in report.summary
         assert any(d.kind == "guardrail" and "quantum-flux" in d.detail for d in report.runbook.decisions)
+
+
+def test_an_expert_whose_context_cannot_hold_the_briefing_does_not_explore(incident):
+    """The nano experts read 128 tokens: the explorer says so instead of decoding a truncated prompt."""
+    from director.actors.base import RunSettings
+    from router.bundle import packaged_bundle
+
+    bundle = packaged_bundle()
+    if bundle is None:
+        pytest.skip("no packaged bundle in this installation")
+    report = analyse_incident(incident, settings=RunSettings(bundle=bundle), runbook="generic")
+    explorer = next(s for s in report.runbook.steps if s.name == "explorer")
+    assert explorer.status == "no-evidence"
+    reason = next(g.reason for g in report.gaps if g.what == "explorer")
+    assert "reads 128 tokens" in reason and "exploration skipped" in reason

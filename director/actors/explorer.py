@@ -70,7 +70,13 @@ def explore(ctx: ActorContext, args: ExploreInput) -> ExploreOutput:
     if driver is None:
         return ExploreOutput(gaps=[Gap(what="explorer", reason="no model to drive it (no bundle, no remote "
                                                                 "endpoint)")])
-    return run_explorer(driver, ExplorerTools(ctx), max_steps=min(args.max_steps, ctx.settings.explorer_steps))
+    tools = ExplorerTools(ctx)
+    max_steps = min(args.max_steps, ctx.settings.explorer_steps)
+    if isinstance(driver, FlipMoEChat):
+        too_small = driver.context_shortfall(SYSTEM_PROMPT + tools.toolkit.briefing(max_steps=max_steps).text)
+        if too_small:
+            return ExploreOutput(driver=driver.name, gaps=[Gap(what="explorer", reason=too_small)])
+    return run_explorer(driver, tools, max_steps=max_steps)
 
 
 def run_explorer(driver: ChatDriver, tools: ExplorerTools, *, max_steps: int) -> ExploreOutput:
@@ -184,16 +190,41 @@ class FlipMoEChat:
     """A FlipMoE expert prompted with the conversation as text and decoding under a JSON schema of the
     tool calls, so that every answer is a well-formed `{"name": ..., "arguments": {...}}`."""
 
-    def __init__(self, bundle: str, *, expert: str = "traces") -> None:
-        from experts.constrained import JsonSchemaConstraint
-        from router.bundle import load_experts
+    MAX_NEW_TOKENS = 160
+    """Room for one tool call."""
 
-        experts = load_experts(bundle)
-        self.name = f"flipmoe:{expert if expert in experts else next(iter(experts))}"
-        self.expert = experts.get(expert) or next(iter(experts.values()))
-        self.constraint = JsonSchemaConstraint(CALL_SCHEMA)
+    def __init__(self, bundle: str, *, expert: str = "traces") -> None:
+        from router.bundle import read_manifest
+
+        self.bundle = bundle
+        self.manifest = read_manifest(bundle)
+        self.chosen = expert if expert in self.manifest["experts"] else next(iter(self.manifest["experts"]))
+        self.name = f"flipmoe:{self.chosen}"
+        self._expert: Any = None
+        self.constraint: Any = None
+
+    @property
+    def expert(self) -> Any:
+        """The expert it talks through, loaded on first use (only that one: torch is imported here)."""
+        if self._expert is None:
+            from experts.constrained import JsonSchemaConstraint
+            from router.bundle import load_expert
+
+            self._expert = load_expert(self.bundle, self.chosen, manifest=self.manifest)
+            self.constraint = JsonSchemaConstraint(CALL_SCHEMA)
+        return self._expert
+
+    def context_shortfall(self, briefing: str) -> str | None:
+        """Why the expert cannot explore this incident, if its context cannot hold the briefing and one tool
+        call (read from its config and tokenizer, before any weights are loaded); None when it can."""
+        from router.bundle import context_shortfall
+
+        reason = context_shortfall(self.bundle, briefing, new_tokens=self.MAX_NEW_TOKENS, expert=self.chosen)
+        return f"{reason}: exploration skipped (a bundle with a longer context explores)" if reason else None
 
     def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
         prompt = "\n".join(f"{m['role']}: {m.get('content') or json.dumps(m.get('tool_calls'))}" for m in messages)
-        answer = self.expert.generate(prompt + "\nassistant: ", constraint=self.constraint, max_new_tokens=160)
+        expert = self.expert
+        answer = expert.generate(prompt + "\nassistant: ", constraint=self.constraint,
+                                 max_new_tokens=self.MAX_NEW_TOKENS)
         return {"content": f"<tool_call>{answer.text}</tool_call>"}

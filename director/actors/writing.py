@@ -102,6 +102,10 @@ def _load_model(bundle: str) -> Any:
     return FlipMoE.from_bundle(bundle)
 
 
+_SUMMARY_TOKENS = 64
+"""Room for the model's sentence."""
+
+
 def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tuple[str, str, str, str]:
     """(sentence, source, guardrail note, failure): FlipMoE's log-change sentence for the suspect, without
     the sentences that name things the incident does not have."""
@@ -114,6 +118,12 @@ def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tupl
                         "during the incident", "before during level template",
                         *(f"{int(f.evidence.count_before)} {f.evidence.count_during} {f.level} {f.evidence.template}"
                           for f in rows)])
+    from router.bundle import context_shortfall
+
+    too_small = context_shortfall(str(ctx.settings.bundle), prompt, new_tokens=_SUMMARY_TOKENS,
+                                  task="log_change_summary")
+    if too_small:  # a truncated prompt gives a stray word, not a sentence
+        return "", "template", "", f"FlipMoE was not asked: {too_small}"
     try:
         model = _load_model(str(ctx.settings.bundle))
         from director.agents.guardrails import IncidentVocabulary, guarded_generate
@@ -123,7 +133,7 @@ def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tupl
         expert: list[str] = []
 
         def generate(text: str) -> str:
-            answer = model.generate(text, task="log_change_summary", max_new_tokens=64)
+            answer = model.generate(text, task="log_change_summary", max_new_tokens=_SUMMARY_TOKENS)
             expert.append(answer.expert)
             return str(answer.text)
 
