@@ -1,7 +1,7 @@
 """How long does rendering an RCA report take? Prints seconds per report, wall and CPU, per plot.
 
 For a chaos incident of the web shop (11 services) and of the ticketing system (46 services), the
-analysis path's ranking is turned into an `RcaReport` (as the runtime does) and rendered: the first
+report `flipmoe rca` writes (the Director in this process) is rendered: the first
 call in the process (matplotlib imported then), the median of the warm calls, and the baseline
 measured in the same run, `report.json` + `report.md` alone (no plots). CPU seconds are printed next
 to wall seconds because a shared machine's wall clock includes waiting for a core. The goal is a
@@ -20,30 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_pipeline.chaos import generate_incident
-from director.agents.queries import Suspect, queries_for
-from director.analysis import analyse_incident
+from director.director import analyse_incident
 from director.render import call_graph_plot, log_template_plot, metric_plot, render_markdown, write_report
-from director.report import Evidence, RcaReport, RootCause, RunbookRecord
+from director.report import RcaReport
 from flipmoe.telemetry import Incident
 
 
 def report_of(incident: Incident) -> RcaReport:
-    analysis = analyse_incident(incident)
-    causes = []
-    for rank, cause in enumerate(analysis.localization.root_causes[:5], 1):
-        evidence = [Evidence(modality=s.modality, role=s.role, summary=s.summary, strength=s.strength,  # type: ignore[arg-type]
-                             reference=dict(s.evidence)) for s in cause.evidence]
-        metric = next((str(e.reference["metric"]) for e in evidence if "metric" in e.reference), None)
-        diagnosis = analysis.diagnosis if rank == 1 else None
-        causes.append(RootCause(rank=rank, service=cause.service, pod=cause.pod, node=cause.node, score=cause.score,
-                                metric=metric, fault_type=diagnosis.fault_type if diagnosis else None,
-                                evidence=evidence))
-    queries = queries_for([Suspect(service=c.service, pod=c.pod, node=c.node, metric=c.metric) for c in causes[:3]],
-                          window=incident.meta.window)
-    return RcaReport(incident=incident.id, alert=incident.meta.alert, window=incident.meta.window.to_json(),
-                     root_causes=causes, summary="benchmark", modalities_used=list(analysis.localization.modalities),
-                     runbook=RunbookRecord(name="bench", source="generated:bench", text="step a: triage()"),
-                     queries=queries.as_report(), timings_s=dict(analysis.timings))
+    """The report `flipmoe rca` writes for the incident (the Director in this process, no model)."""
+    return analyse_incident(incident)
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:

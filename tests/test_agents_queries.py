@@ -12,7 +12,6 @@ from prometheus_server import PrometheusServer, demo_prometheus
 
 from director.agents.queries import (
     QueryNames,
-    Suspect,
     logql_queries,
     promql_queries,
     queries_for,
@@ -23,11 +22,18 @@ from director.agents.queries import (
 )
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import TimeWindow
+from flipmoe.toolkits.rootcause import RootCause
+
+
+def _suspect(**fields: object) -> RootCause:
+    """A root cause as the queries see it: only `service` is required here."""
+    return RootCause(rank=1, score=0.0, **fields)  # type: ignore[arg-type]
+
 
 WINDOW = TimeWindow(pd.Timestamp("2026-03-01T10:00:00Z"), pd.Timestamp("2026-03-01T10:30:00Z"))
-FULL = Suspect(service="cart", pod="cart-7d9-abc", node="node-1", metric="http_requests_total",
-               log_template="GetCartAsync called with userId=<*>")
-ODD = Suspect(service='we"ird\\svc', pod="p\n1", metric="PodClientLatencyP90(s)", log_template="<*> <*>")
+FULL = _suspect(service="cart", pod="cart-7d9-abc", node="node-1", metric="http_requests_total",
+               log_pattern="GetCartAsync called with userId=<*>")
+ODD = _suspect(service='we"ird\\svc', pod="p\n1", metric="PodClientLatencyP90(s)", log_pattern="<*> <*>")
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed "
                                     "(.ci/install-prometheus.sh installs it)")
 
@@ -46,9 +52,9 @@ def test_promql_for_a_suspect_covers_its_metric_golden_signals_pod_and_node() ->
 
 
 def test_metric_shapes_choose_rate_gauge_or_quantile() -> None:
-    assert promql_queries(Suspect(service="a", metric="x:rate1m"))[0] == 'x:rate1m{service="a"}'
-    assert promql_queries(Suspect(service="a", metric="go_goroutines"))[0] == 'go_goroutines{service="a"}'
-    assert promql_queries(Suspect(service="a", metric="rpc_seconds_bucket"))[0].startswith("histogram_quantile(0.95")
+    assert promql_queries(_suspect(service="a", metric="x:rate1m"))[0] == 'x:rate1m{service="a"}'
+    assert promql_queries(_suspect(service="a", metric="go_goroutines"))[0] == 'go_goroutines{service="a"}'
+    assert promql_queries(_suspect(service="a", metric="rpc_seconds_bucket"))[0].startswith("histogram_quantile(0.95")
 
 
 def test_names_and_values_are_escaped() -> None:
@@ -76,7 +82,7 @@ def test_template_filter_leaves_out_patterns_it_cannot_express() -> None:
 
 
 def test_queries_for_merges_suspects_and_fits_the_range_to_the_window() -> None:
-    found = queries_for([FULL, Suspect(service="cart")], window=WINDOW)
+    found = queries_for([FULL, _suspect(service="cart")], window=WINDOW)
     assert found.range == "3m" and found.start == "2026-03-01T10:00:00Z"
     assert len(found.promql) == len(set(found.promql))
     assert found.as_report() == {"promql": found.promql, "logql": found.logql}
@@ -91,7 +97,7 @@ def test_label_names_are_validated() -> None:
 
 @needs_promtool
 def test_the_prometheus_parser_accepts_every_generated_query() -> None:
-    found = queries_for([FULL, ODD, Suspect(service="db", metric="kube_pod_container_status_restarts_total")],
+    found = queries_for([FULL, ODD, _suspect(service="db", metric="kube_pod_container_status_restarts_total")],
                         window=WINDOW)
     errors = validate_promql(found.promql)
     assert errors is not None and set(errors) == set(found.promql)
@@ -116,7 +122,7 @@ def _query(server: PrometheusServer, promql: str, at: pd.Timestamp) -> dict:
 @pytest.mark.integration
 def test_a_real_prometheus_server_runs_the_generated_queries(prometheus: PrometheusServer) -> None:
     names = QueryNames(status_label="code", cpu_seconds="container_cpu_usage")
-    suspect = Suspect(service="checkout", pod="checkout-0", node="node-a", metric="container_cpu_usage")
+    suspect = _suspect(service="checkout", pod="checkout-0", node="node-a", metric="container_cpu_usage")
     queries = promql_queries(suspect, range_="5m", names=names)
     at = prometheus.shift_at + pd.Timedelta(minutes=15)
     results = {q: _query(prometheus, q, at) for q in queries}

@@ -167,12 +167,11 @@ class QueriesOutput(ActorOutput):
 
 @actor("queries", QueriesInput, QueriesOutput, "follow-up PromQL and LogQL for the top suspects")
 def queries(ctx: ActorContext, args: QueriesInput) -> QueriesOutput:
-    from director.agents.queries import Suspect as QuerySuspect
     from director.agents.queries import queries_for
 
     suspects = args.rank.suspects[: args.top] if args.rank is not None else []
-    targets = [QuerySuspect(service=s.service, pod=s.pod, node=s.node, metric=_reference(s, "metrics", "metric"),
-                            log_template=_reference(s, "logs", "template")) for s in suspects]
+    targets = [s.model_copy(update={"metric": _reference(s, "metrics", "metric"),
+                                    "log_pattern": _reference(s, "logs", "template")}) for s in suspects]
     found = queries_for(targets, window=ctx.incident.meta.window)
     return QueriesOutput(promql=found.promql, logql=found.logql)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from flipmoe.telemetry.incident import TimeWindow
+from flipmoe.toolkits.rootcause import RootCause
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _WILDCARD = "<*>"
@@ -60,18 +61,6 @@ class QueryNames:
 
             raise FlipmoeInputError(f"invalid label name(s) {', '.join(map(repr, bad))}",
                                     hint="label names are letters, digits and '_', not starting with a digit")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Suspect:
-    """What the queries are about; every field but `service` is optional."""
-
-    service: str
-    pod: str | None = None
-    node: str | None = None
-    metric: str | None = None
-    log_template: str | None = None
-    """A mined template, `<*>` for variable parts."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +101,7 @@ def selector(metric: str, matchers: dict[str, str] | None = None, *, regex: dict
     return "{" + ",".join([f"__name__={quote(metric)}", *parts]) + "}"
 
 
-def promql_queries(suspect: Suspect, *, range_: str = "5m", names: QueryNames | None = None) -> list[str]:
+def promql_queries(suspect: RootCause, *, range_: str = "5m", names: QueryNames | None = None) -> list[str]:
     """PromQL for a suspect: its own metric, golden signals, pod resources, node CPU."""
     n = names or QueryNames()
     r = range_
@@ -151,7 +140,7 @@ def _metric_query(metric: str, where: dict[str, str], r: str) -> str:
     return sel
 
 
-def logql_queries(suspect: Suspect, *, range_: str = "5m", names: QueryNames | None = None) -> list[str]:
+def logql_queries(suspect: RootCause, *, range_: str = "5m", names: QueryNames | None = None) -> list[str]:
     """LogQL for a suspect: its error lines, their rate per pod, and its log template's lines and rate."""
     n = names or QueryNames()
     r = range_
@@ -160,8 +149,8 @@ def logql_queries(suspect: Suspect, *, range_: str = "5m", names: QueryNames | N
     stream = "{" + ", ".join(f"{k}={quote(v)}" for k, v in labels.items()) + "}"
     errors = f'{stream} |~ "(?i)(error|exception|fatal|timeout)"'
     queries = [errors, f"sum by ({pod_label}) (count_over_time({errors} [{r}]))"]
-    if suspect.log_template:
-        filtered = template_filter(stream, suspect.log_template)
+    if suspect.log_pattern:
+        filtered = template_filter(stream, suspect.log_pattern)
         if filtered is not None:
             queries += [filtered, f"sum(count_over_time({filtered} [{r}]))"]
     return _unique(queries)
@@ -184,7 +173,7 @@ def template_filter(stream: str, template: str) -> str | None:
     return query
 
 
-def queries_for(suspects: Sequence[Suspect], *, window: TimeWindow | None = None,
+def queries_for(suspects: Sequence[RootCause], *, window: TimeWindow | None = None,
                 names: QueryNames | None = None) -> QuerySet:
     """Queries for every suspect (most suspect first), without repeats."""
     r = range_for(window)
