@@ -3,7 +3,8 @@
 Every flipmoe row is the Director running its runbook exactly as `flipmoe rca` does (steps in this
 process; `eval.localization.director_ranker`). Data: chaos-gym incidents of several systems over every
 fault type, generated from seeds that were never used while developing (the seed base is printed), and
-the 28 labelled faults of the shared TrainTicket day when ../shared/data is present. Rankers, side by
+the 28 labelled faults of the shared TrainTicket day and the 530 TVDiag train cases (GAIA, SockShop,
+HotelReservation; alert events only) when ../shared/data is present. Rankers, side by
 side: flipmoe as shipped (the packaged model bundle, as `rca` uses by default), the same without a
 model, the no-model path restricted to metrics / traces / logs only (ablations), a naive metric z-score
 ranking, and random.
@@ -23,6 +24,7 @@ from pathlib import Path
 from director.actors.base import RunSettings
 from eval.localization import (
     ablation_rankers,
+    alert_count_ranker,
     director_ranker,
     evaluate,
     format_table,
@@ -32,7 +34,9 @@ from eval.localization import (
 from flipmoe.telemetry import find_incidents
 from router.bundle import packaged_bundle
 
-SHARED_NEZHA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nezha-trainticket"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_NEZHA = SHARED / "nezha-trainticket"
+SHARED_TVDIAG = SHARED / "tvdiag"
 
 
 def rankers(with_model: bool) -> dict:
@@ -49,6 +53,24 @@ def rankers(with_model: bool) -> dict:
     chosen["naive metric z-score"] = zscore_ranker()
     chosen["random"] = random_ranker()
     return chosen
+
+
+def run_tvdiag(root: Path) -> None:
+    """The TVDiag train cases, per system: alert events only, so no ablations; nothing in the shipped path is
+    fitted to these systems, so every figure is out-of-system (leave-one-system-out holds trivially)."""
+    from flipmoe.importers.tvdiag import import_tvdiag
+
+    cases = root / "tvdiag"
+    if not any(cases.glob("*/incident.json")):
+        import_tvdiag(SHARED_TVDIAG, cases, overwrite=True)
+    for system in sorted({d.name.rsplit("-", 1)[0] for d in find_incidents(cases)}):
+        incidents = [d for d in find_incidents(cases) if d.name.rsplit("-", 1)[0] == system]
+        start = time.perf_counter()
+        scores = evaluate(incidents, {"flipmoe rca, no model": director_ranker(settings=RunSettings()),
+                                      "alert count": alert_count_ranker(), "random": random_ranker()})
+        print(f"\n== TVDiag {system} (alert events): {len(incidents)} cases, evaluated in "
+              f"{time.perf_counter() - start:.0f} s")
+        print(format_table(scores))
 
 
 def run(name: str, directory: Path, with_model: bool) -> None:
@@ -91,6 +113,10 @@ def main() -> None:
             run("real TrainTicket day (Nezha, 28 faults)", nezha, not args.no_model)
         else:
             print(f"\n(real TrainTicket day skipped: {SHARED_NEZHA} not found)")
+        if SHARED_TVDIAG.is_dir():
+            run_tvdiag(root)
+        else:
+            print(f"\n(TVDiag skipped: {SHARED_TVDIAG} not found)")
 
 
 if __name__ == "__main__":

@@ -234,3 +234,18 @@ def _pods_by_service(incident: Incident) -> dict[str, list[str | None]]:
 
     index = build_index(incident)
     return {s: list(index.pods_of_service.get(s, ())) or [None] for s in index.services}
+
+
+def alert_count_ranker() -> Ranker:
+    """Pods ranked by how many alert events (kind metric / log / trace) name them: what a pager sorted by
+    "most alerts" shows. Pods without alerts are not ranked."""
+    def rank(incident: Incident) -> tuple[Ranking, str | None]:
+        events = incident.events
+        if events is None:
+            return [], None
+        alerts = events[events["kind"].astype(str).str.lower().isin(("metric", "log", "trace"))]
+        counts = alerts.dropna(subset=["service"]).fillna({"pod": ""}).groupby(["service", "pod"]).size()
+        ranked = counts.reset_index(name="n").sort_values(["n", "service", "pod"], ascending=[False, True, True])
+        return [{"service": s, "pod": p or None, "node": None, "score": float(n)}
+                for s, p, n in ranked.itertuples(index=False)], None
+    return rank

@@ -136,7 +136,7 @@ def test_parent_cycles_are_broken_once_per_cycle():
     warnings: list[str] = []
     out = normalise_table(_spans(["a", "b", "c", "d", "e"], ["c", "a", "b", None, "d"]), "spans",
                           source="s", warnings=warnings)
-    parents = dict(zip(out["span_id"], out["parent_span_id"]))
+    parents = dict(zip(out["span_id"], out["parent_span_id"], strict=True))
     assert sum(pd.isna(parents[s]) for s in "abc") == 1, "one link of the a->b->c cycle is cut"
     assert parents["e"] == "d", "acyclic links are untouched"
     assert any("cyclic parent link" in w for w in warnings)

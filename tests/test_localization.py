@@ -65,7 +65,8 @@ def test_squash_is_monotone_and_bounded():
 
 @pytest.mark.parametrize("name, category", [
     ("CpuUsageRate(%)", "cpu"), ("container_memory_working_set_bytes", "memory"), ("jvm_gc_pause_seconds", "memory"),
-    ("http_server_duration_ms_p95", "latency"), ("PodSuccessRate(%)", "errors"), ("http_requests_total{code=500}", "errors"),
+    ("http_server_duration_ms_p95", "latency"), ("PodSuccessRate(%)", "errors"),
+    ("http_requests_total{code=500}", "errors"),
     ("node_network_receive_bytes_total", "network"), ("kube_pod_container_status_restarts_total", "restarts"),
     ("hikaricp_connections_active", "saturation"), ("frobnication_index", "other")])
 def test_metric_categories(name, category):

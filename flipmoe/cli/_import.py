@@ -15,12 +15,13 @@ _IMPORTER_CLIS: tuple[str, ...] = (
     "flipmoe.cli._import_otlp",
     "flipmoe.cli._import_csv",
     "flipmoe.cli._import_nezha",
+    "flipmoe.cli._import_tvdiag",
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "import", help="import telemetry (Nezha, OTLP/JSON, CSV, Prometheus) into incident directories",
+        "import", help="import telemetry (Nezha, TVDiag, OTLP/JSON, CSV, Prometheus) into incident directories",
         description="Import external telemetry into flipmoe incident directories (see DESIGN.md). "
                     "Output is written to a temporary directory and renamed into place, so a failed "
                     "import never leaves a half-written incident.")

@@ -84,6 +84,26 @@ DATASET_MAPPINGS: dict[str, dict[str, str]] = {
         "delay": "network_delay",
         "loss": "packet_loss",
     },
+    # TVDiag (GAIA, SockShop, HotelReservation). The taxonomy has no type of its own yet for a killed or
+    # failed pod/container (closest: pod_crash_loop, a restarting pod), packet corruption (closest:
+    # packet_loss, which corruption turns into) or GAIA's application faults (a login failure is an
+    # error on a code path; a permission denial a wrong setting); the original name is kept in the label.
+    "tvdiag": {
+        "cpu": "cpu_hog",
+        "memory": "memory_leak",
+        "network-delay": "network_delay",
+        "network-loss": "packet_loss",
+        "network-corrupt": "packet_loss",
+        "pod-kill": "pod_crash_loop",
+        "pod-failure": "pod_crash_loop",
+        "container-kill": "pod_crash_loop",
+        "memory_anomalies": "memory_leak",
+        "normal memory freed": "memory_leak",
+        "normal memory freed label": "memory_leak",
+        "file moving program": "disk_io",
+        "login failure": "code_exception",
+        "access permission denied": "bad_config",
+    },
 }
 
 

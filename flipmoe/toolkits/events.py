@@ -24,6 +24,11 @@ _FAILURE_REASONS = {
 }
 _CHANGE_KINDS = {"deploy", "config_change", "change", "rollout", "release"}
 _CHANGE_STRENGTH = 0.35
+# Alerts other detectors already raised (`kind` metric / log / trace; e.g. `flipmoe import tvdiag`): each
+# distinct alert on an object is evidence, and several together are stronger (noisy-or). A trace alert is
+# seen where a call was slow or failed, which its callers' faults can cause too: a symptom, not a cause.
+_ALERT_STRENGTH = {"metric": 0.5, "log": 0.5, "trace": 0.4}
+_ALERT_ROLE = {"metric": "cause", "log": "cause", "trace": "symptom"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +48,8 @@ class EventFinding:
     classes: frozenset[str]
     """Failure classes the reason and message mention (see `vocabulary.text_classes`)."""
     is_change: bool
+    role: str = "cause"
+    """'cause' (local evidence) or 'symptom' (may have propagated from elsewhere: trace alerts)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,9 +67,13 @@ def analyse_events(incident: Incident) -> EventReport:
     inside = events[(events["timestamp"] >= window.start) & (events["timestamp"] < window.end)]
     if inside.empty:
         return EventReport(findings=(), notes=("no events inside the incident window",))
+    filled = inside.fillna({"service": "", "pod": "", "node": "", "message": ""})
+    alerts = filled["kind"].str.lower().isin(_ALERT_STRENGTH)
     keys = ["service", "pod", "node", "kind", "reason"]
-    grouped = inside.fillna({"service": "", "pod": "", "node": "", "message": ""}).groupby(keys, sort=False)
-    findings = [_finding(tuple(str(part) for part in key), group) for key, group in grouped]
+    findings = [_finding(tuple(str(part) for part in key), group)
+                for key, group in filled[~alerts].groupby(keys, sort=False)]
+    findings += [_alert_finding(tuple(str(part) for part in key), group)
+                 for key, group in filled[alerts].groupby(keys[:4], sort=False)]
     findings.sort(key=lambda f: (-f.strength, f.first))
     return EventReport(findings=tuple(findings), notes=())
 
@@ -78,3 +89,17 @@ def _finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
     return EventFinding(service=service or None, pod=pod or None, node=node or None, kind=kind, reason=reason,
                         count=len(group), first=group["timestamp"].min(), message=message[:300],
                         strength=strength, classes=classes, is_change=is_change)
+
+
+def _alert_finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
+    """Every alert of one kind on one object, as one finding: the more distinct alerts, the stronger."""
+    service, pod, node, kind = key
+    reasons = list(dict.fromkeys(group["reason"].astype(str)))
+    base = _ALERT_STRENGTH[kind.lower()]
+    details = [f"{r} {m}".strip() for r, m in zip(group["reason"].astype(str), group["message"].astype(str),
+                                                     strict=True)]
+    return EventFinding(service=service or None, pod=pod or None, node=node or None, kind=f"{kind} alert",
+                        reason=", ".join(reasons[:4]) + (f" (+{len(reasons) - 4})" if len(reasons) > 4 else ""),
+                        count=len(group), first=group["timestamp"].min(), message="; ".join(details[:6])[:300],
+                        strength=1.0 - (1.0 - base) ** len(reasons), classes=text_classes(" ".join(details)),
+                        is_change=False, role=_ALERT_ROLE[kind.lower()])

@@ -149,7 +149,9 @@ def event_signals(report: EventReport, *, service_of_pod: dict[str, str]) -> lis
             continue  # node events without a service reach the ranking through node placement
         signals.append(Signal(
             modality="events", service=service, pod=finding.pod, node=finding.node, strength=finding.strength,
-            role="cause", kind=f"events:{finding.reason}", start=finding.first,
+            role="symptom" if finding.role == "symptom" else "cause",
+            kind=f"events:{finding.kind}" if finding.kind.endswith(" alert") else f"events:{finding.reason}",
+            start=finding.first,
             summary=f"{finding.kind} event {finding.reason} x{finding.count} on {finding.pod or service}: "
                     f"{finding.message[:120]}",
             evidence={"type": "event", "kind": finding.kind, "reason": finding.reason, "count": finding.count}))

@@ -21,7 +21,8 @@ _METRIC_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("memory", r"mem|heap|rss|oom|swap|working ?set|\bgc\b|garbage"),
     ("disk", r"disk|\bio\b|iops|\bfs\b|filesystem|inode|volume|read ?bytes|write ?bytes|syscall"),
     ("network", r"net|tcp|udp|packet|transmit|receive|\brx\b|\btx\b|bandwidth|retrans|socket|dns"),
-    ("saturation", r"thread|pool|queue|connection|\bconn\b|backlog|saturat|goroutine|\bfds?\b|file ?desc|active|pending"),
+    ("saturation", r"thread|pool|queue|connection|\bconn\b|backlog|saturat|goroutine|\bfds?\b|file ?desc"
+                   r"|active|pending"),
     ("traffic", r"request|qps|rps|throughput|workload|\bops\b|calls|traffic|rate"),
 )
 _COMPILED = tuple((name, re.compile(pattern, re.IGNORECASE)) for name, pattern in _METRIC_CATEGORIES)
