@@ -102,3 +102,16 @@ def test_bad_release_is_one_clear_error(tmp_path, capsys):
     (release / "shop" / "raw" / "metrics.json").write_text("{not json", encoding="utf-8")
     assert main(["import", "tvdiag", str(release), "--out", str(tmp_path / "out")]) == 2
     assert "metrics.json: not JSON" in capsys.readouterr().err
+
+
+def test_alerts_are_causes_or_symptoms_by_what_they_measure(tmp_path):
+    from flipmoe.toolkits.events import analyse_events
+
+    import_tvdiag(write_release(tmp_path / "release"), tmp_path / "out")
+    report = analyse_events(read_incident(tmp_path / "out" / "shop-7"))
+    roles = {(f.pod, f.kind, f.role) for f in report.findings}
+    assert ("orders-1", "metric alert", "cause") in roles       # mem_usage, cpu_usage: resources
+    assert ("front-end-0", "metric alert", "symptom") in roles  # dest_p50: latency shows at callers too
+    assert ("orders-1", "trace alert", "symptom") in roles
+    orders = next(f for f in report.findings if f.pod == "orders-1" and f.role == "cause" and f.kind == "metric alert")
+    assert orders.count == 2 and orders.strength == pytest.approx(0.75)  # two alerts: 1 - 0.5^2

@@ -32,6 +32,7 @@ from flipmoe.toolkits.events import analyse_events
 from flipmoe.toolkits.localize import Localization, Signal, rank_root_causes
 from flipmoe.toolkits.logs import analyse_logs
 from flipmoe.toolkits.metrics import analyse_metrics, reference_split_time
+from flipmoe.toolkits.ranking import CANDIDATES, candidate_features, default_model
 from flipmoe.toolkits.rootcause import RootCause
 from flipmoe.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
 from flipmoe.toolkits.traces import analyse_traces
@@ -219,12 +220,20 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
     localization = localize(ctx, signals, modalities=modalities)
     causes = list(localization.root_causes)
     decisions: list[tuple[str, str]] = []
+    candidates = causes[:CANDIDATES]
+    features = candidate_features(candidates, signals, ctx.index) if candidates else None
+    model = default_model() if ctx.settings.learned_ranking else None
+    if model is not None and candidates:
+        causes = model.rerank(causes, signals, ctx.index)
+        decisions.append(("rank", f"learned ranking over the fusion's top {len(candidates)}: "
+                                  f"{causes[0].label} first (p={causes[0].score:.2f})"))
     if args.hints is not None and args.hints.finished:
         causes, decisions = _apply_hints(causes, args.hints, signals, args.hint_weight)
     top = max(ctx.settings.top or 0, args.top)
     return LocalizeOutput(suspects=[c.model_copy(update={"rank": i}) for i, c in enumerate(causes[:top], start=1)],
                           localization=localization, modalities=modalities, notes=list(localization.notes),
-                          decisions=decisions)
+                          decisions=decisions, candidates=[(c.service, c.pod) for c in candidates],
+                          features=features.round(6).tolist() if features is not None else [])
 
 
 def localize(ctx: ActorContext, signals: list[Signal], *, modalities: list[str]) -> Localization:

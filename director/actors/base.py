@@ -81,6 +81,8 @@ class RunSettings:
     """Suspects ranked and root causes reported; None leaves it to the runbook's `top` arguments."""
     modalities: tuple[str, ...] | None = None
     """Modalities the run may use (a subset gives the evaluation's ablations); None: all the incident has."""
+    learned_ranking: bool = True
+    """Re-rank the fusion's candidates with the shipped ranking model (`flipmoe.toolkits.ranking`), if any."""
 
     def __post_init__(self) -> None:
         known = ("metrics", "traces", "logs", "events")

@@ -66,6 +66,10 @@ class LocalizeOutput(ActorOutput):
     localization: InstanceOf[Localization] | None = None
     modalities: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    candidates: list[tuple[str, str | None]] = Field(default_factory=list,
+                                                     description="the fusion's top (service, pod), in its order")
+    features: list[list[float]] = Field(default_factory=list,
+                                        description="the learned ranking's features of each candidate")
 
     def has_evidence(self) -> bool:
         return bool(self.suspects)

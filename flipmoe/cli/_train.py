@@ -49,6 +49,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diagnosis.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     diagnosis.set_defaults(handler=_diagnosis)
 
+    ranking = commands.add_parser(
+        "ranking", help="fit the learned ranking of root-cause candidates on labelled incidents of several systems",
+        description="Run the shipped RCA path (learned ranking off) on labelled incidents, read the localize step's "
+                    "candidates and features, fit a logistic regression (one configuration for all systems), report "
+                    "leave-one-system-out A@1 next to the fusion's own order, and write the model.")
+    ranking.add_argument("--incidents", action="append", default=[], metavar="DIR",
+                         help="labelled incidents, or directories of them (repeatable), e.g. imported TVDiag cases")
+    ranking.add_argument("--chaos-per-system", type=int, default=40, metavar="N",
+                         help="chaos-gym incidents per system (webshop, ticketing) to add (default 40; 0: none)")
+    ranking.add_argument("--chaos-seed", type=int, default=100_000, metavar="S",
+                         help="first chaos training seed (default 100000; benchmarks use 700000 and above)")
+    ranking.add_argument("--out", metavar="PATH", help="where the model goes (default: the shipped "
+                                                       "flipmoe/toolkits/ranking_model.json)")
+    ranking.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
+    ranking.set_defaults(handler=_ranking)
+
     tokenizer = commands.add_parser(
         "tokenizer", help="train an expert's own sentencepiece tokenizer",
         description="Build the expert family's corpus (chaos gym, and the real data in ../shared/data when present) "
@@ -103,6 +119,37 @@ def _diagnosis(args: argparse.Namespace) -> int:
           f"{len(model.classes)} fault types, C={cv['chosen_C']:g}, prior weight {cv['chosen_prior_weight']:g}")
     for name in ("prototypes", "learned", "combined"):
         print(f"  cross-validated {name:<10} accuracy {cv[name]['accuracy']:.3f}  macro-F1 {cv[name]['macro_f1']:.3f}")
+    return 0
+
+
+def _ranking(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from eval.train_ranking import incident_dirs, train_ranking
+    from flipmoe.toolkits.ranking import MODEL_FILE
+
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    out = Path(args.out or MODEL_FILE)
+    command = "flipmoe train ranking " + " ".join(
+        [*(f"--incidents {shlex.quote(d)}" for d in args.incidents), f"--chaos-per-system {args.chaos_per_system}",
+         f"--chaos-seed {args.chaos_seed}"])
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        directories = incident_dirs(args.incidents) if args.incidents else []
+        if args.chaos_per_system:
+            from data_pipeline.chaos import generate_corpus
+
+            for offset, system in enumerate(("webshop", "ticketing")):
+                generate_corpus(system, args.chaos_per_system, seed=args.chaos_seed + 1000 * offset,
+                                out=Path(tmp) / system, workers=1)
+                directories += incident_dirs([Path(tmp) / system])
+        model = train_ranking(directories, out=out, command=command, progress=progress)
+    print(f"wrote {out} in {time.perf_counter() - started:.0f} s from {model.card['incidents']} incidents "
+          f"({', '.join(f'{k} {v}' for k, v in model.card['systems'].items())})")
+    print(f"{'held-out system':<18} {'n':>5} {'fusion A@1':>11} {'learned A@1':>12}")
+    for system, row in model.card["leave_one_system_out"].items():
+        print(f"{system:<18} {row['incidents']:>5} {row['fusion_A@1']:>11.3f} {row['learned_A@1']:>12.3f}")
     return 0
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from flipmoe.telemetry.incident import Incident
-from flipmoe.toolkits.vocabulary import text_classes
+from flipmoe.toolkits.vocabulary import SYMPTOM_CATEGORIES, metric_category, text_classes
 
 # Event reasons that report a failure of the object they are about (Kubernetes' own vocabulary).
 _FAILURE_REASONS = {
@@ -27,8 +27,18 @@ _CHANGE_STRENGTH = 0.35
 # Alerts other detectors already raised (`kind` metric / log / trace; e.g. `flipmoe import tvdiag`): each
 # distinct alert on an object is evidence, and several together are stronger (noisy-or). A trace alert is
 # seen where a call was slow or failed, which its callers' faults can cause too: a symptom, not a cause.
+# A metric alert is a cause or a symptom by what its KPI measures, as for the metrics toolkit's own anomalies:
+# a resource (CPU, memory, disk, network, restarts) is local, latency, errors and traffic also show at callers.
 _ALERT_STRENGTH = {"metric": 0.5, "log": 0.5, "trace": 0.4}
-_ALERT_ROLE = {"metric": "cause", "log": "cause", "trace": "symptom"}
+
+
+def _alert_role(kind: str, reason: str) -> str:
+    kind = kind.lower()
+    if kind == "trace":
+        return "symptom"
+    if kind == "metric" and metric_category(reason) in SYMPTOM_CATEGORIES:
+        return "symptom"
+    return "cause"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,8 +82,11 @@ def analyse_events(incident: Incident) -> EventReport:
     keys = ["service", "pod", "node", "kind", "reason"]
     findings = [_finding(tuple(str(part) for part in key), group)
                 for key, group in filled[~alerts].groupby(keys, sort=False)]
+    raised = filled[alerts].assign(role=[_alert_role(k, r) for k, r in zip(filled.loc[alerts, "kind"],
+                                                                              filled.loc[alerts, "reason"],
+                                                                              strict=True)])
     findings += [_alert_finding(tuple(str(part) for part in key), group)
-                 for key, group in filled[alerts].groupby(keys[:4], sort=False)]
+                 for key, group in raised.groupby([*keys[:4], "role"], sort=False)]
     findings.sort(key=lambda f: (-f.strength, f.first))
     return EventReport(findings=tuple(findings), notes=())
 
@@ -92,8 +105,8 @@ def _finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
 
 
 def _alert_finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
-    """Every alert of one kind on one object, as one finding: the more distinct alerts, the stronger."""
-    service, pod, node, kind = key
+    """Every alert of one kind and role on one object, as one finding: the more distinct alerts, the stronger."""
+    service, pod, node, kind, role = key
     reasons = list(dict.fromkeys(group["reason"].astype(str)))
     base = _ALERT_STRENGTH[kind.lower()]
     details = [f"{r} {m}".strip() for r, m in zip(group["reason"].astype(str), group["message"].astype(str),
@@ -102,4 +115,4 @@ def _alert_finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
                         reason=", ".join(reasons[:4]) + (f" (+{len(reasons) - 4})" if len(reasons) > 4 else ""),
                         count=len(group), first=group["timestamp"].min(), message="; ".join(details[:6])[:300],
                         strength=1.0 - (1.0 - base) ** len(reasons), classes=text_classes(" ".join(details)),
-                        is_change=False, role=_ALERT_ROLE[kind.lower()])
+                        is_change=False, role=role)

@@ -150,7 +150,8 @@ def event_signals(report: EventReport, *, service_of_pod: dict[str, str]) -> lis
         signals.append(Signal(
             modality="events", service=service, pod=finding.pod, node=finding.node, strength=finding.strength,
             role="symptom" if finding.role == "symptom" else "cause",
-            kind=f"events:{finding.kind}" if finding.kind.endswith(" alert") else f"events:{finding.reason}",
+            kind=f"events:{finding.kind}:{finding.role}" if finding.kind.endswith(" alert")
+            else f"events:{finding.reason}",
             start=finding.first,
             summary=f"{finding.kind} event {finding.reason} x{finding.count} on {finding.pod or service}: "
                     f"{finding.message[:120]}",
