@@ -16,10 +16,11 @@ ranking, and random.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _corpora import chaos_corpus, nezha_corpus, tvdiag_corpus
 
 from director.actors.base import RunSettings
 from eval.localization import (
@@ -33,10 +34,6 @@ from eval.localization import (
 )
 from flipmoe.telemetry import find_incidents
 from router.bundle import packaged_bundle
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SHARED_NEZHA = SHARED / "nezha-trainticket"
-SHARED_TVDIAG = SHARED / "tvdiag"
 
 
 def rankers(with_model: bool) -> dict:
@@ -55,14 +52,9 @@ def rankers(with_model: bool) -> dict:
     return chosen
 
 
-def run_tvdiag(root: Path) -> None:
+def run_tvdiag(cases: Path) -> None:
     """The TVDiag train cases, per system: alert events only, so no ablations; nothing in the shipped path is
     fitted to these systems, so every figure is out-of-system (leave-one-system-out holds trivially)."""
-    from flipmoe.importers.tvdiag import import_tvdiag
-
-    cases = root / "tvdiag"
-    if not any(cases.glob("*/incident.json")):
-        import_tvdiag(SHARED_TVDIAG, cases, overwrite=True)
     for system in sorted({d.name.rsplit("-", 1)[0] for d in find_incidents(cases)}):
         incidents = [d for d in find_incidents(cases) if d.name.rsplit("-", 1)[0] == system]
         start = time.perf_counter()
@@ -90,33 +82,19 @@ def main() -> None:
     parser.add_argument("--keep", help="keep the corpus in this directory (and reuse it when it is complete)")
     parser.add_argument("--no-model", action="store_true", help="leave out the row with the packaged model bundle")
     args = parser.parse_args()
-    from data_pipeline.chaos import generate_corpus
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
-        for offset, system in enumerate(args.systems.split(",")):
-            out = root / system
-            seed = args.seed + 1000 * offset
-            if out.is_dir() and len(list(out.glob("*/incident.json"))) == args.per_system:
-                print(f"reusing the {system} corpus in {out} (seed {seed})", file=sys.stderr)
-            else:
-                start = time.perf_counter()
-                generate_corpus(system, args.per_system, seed=seed, out=out, workers=args.workers)
-                print(f"generated {args.per_system} {system} incidents (seed {seed}) "
-                      f"in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        for offset, system in enumerate(s for s in args.systems.split(",") if s):
+            out = chaos_corpus(root, system, args.per_system, seed=args.seed + 1000 * offset, workers=args.workers)
             run(f"chaos {system}", out, not args.no_model)
-        if SHARED_NEZHA.is_dir():
-            from flipmoe.importers.nezha import import_nezha
-
-            nezha = root / "nezha"
-            import_nezha(SHARED_NEZHA, nezha, overwrite=True)
+        nezha = nezha_corpus(root)
+        if nezha is not None:
             run("real TrainTicket day (Nezha, 28 faults)", nezha, not args.no_model)
-        else:
-            print(f"\n(real TrainTicket day skipped: {SHARED_NEZHA} not found)")
-        if SHARED_TVDIAG.is_dir():
-            run_tvdiag(root)
-        else:
-            print(f"\n(TVDiag skipped: {SHARED_TVDIAG} not found)")
+        tvdiag = tvdiag_corpus(root)
+        if tvdiag is not None:
+            run_tvdiag(tvdiag)
+        if nezha is None or tvdiag is None:
+            print("\n(../shared/data not found: the real data sets were skipped)")
 
 
 if __name__ == "__main__":

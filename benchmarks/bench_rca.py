@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _corpora import chaos_corpus, nezha_corpus
 
 from eval.localization import evaluate, format_table, report_ranking
 from flipmoe.telemetry import find_incidents
 
-SHARED_NEZHA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nezha-trainticket"
 STAGES = ("planning", "triage", "metrics", "traces", "logs", "events", "explorer", "rank", "check", "diagnosis",
           "queries", "summary", "report", "total")
 
@@ -108,24 +108,16 @@ def main() -> None:
     parser.add_argument("--no-nezha", action="store_true", help="skip the TrainTicket day")
     parser.add_argument("--limit", type=int, default=None, help="at most this many incidents per data set")
     args = parser.parse_args()
-    from data_pipeline.chaos import generate_corpus
     from director.runtime import RayExecutor, start_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         corpora: list[tuple[str, Path]] = []
         for offset, system in enumerate(s for s in args.systems.split(",") if s):
-            out = root / system
             seed = args.seed + 1000 * offset
-            if not (out.is_dir() and len(list(out.glob("*/incident.json"))) == args.per_system):
-                generate_corpus(system, args.per_system, seed=seed, out=out, workers=1)
-            corpora.append((f"chaos {system} (seed {seed})", out))
-        if SHARED_NEZHA.is_dir() and not args.no_nezha:
-            from flipmoe.importers.nezha import import_nezha
-
-            nezha = root / "nezha"
-            if not (nezha.is_dir() and any(nezha.glob("*/incident.json"))):
-                import_nezha(SHARED_NEZHA, nezha, overwrite=True)
+            corpora.append((f"chaos {system} (seed {seed})", chaos_corpus(root, system, args.per_system, seed=seed)))
+        nezha = None if args.no_nezha else nezha_corpus(root)
+        if nezha is not None:
             corpora.append(("real TrainTicket day (Nezha, 28 faults)", nezha))
         first = find_incidents(corpora[0][1])[0]
         cold = cold_starts(first, root / "reports")

@@ -13,7 +13,6 @@ incident, the steps run (mean) and the back-tracks (mean).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -21,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _corpora import chaos_corpus, nezha_corpus
 
 from director.actors.base import RunSettings
 from director.director import default_library, local_director
 from eval.localization import Scores, evaluate, format_table, report_ranking
 from flipmoe.telemetry import find_incidents
-
-SHARED_NEZHA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nezha-trainticket"
 
 
 class RunbookRanker:
@@ -70,28 +68,16 @@ def main() -> None:
     parser.add_argument("--keep", help="keep the corpora in this directory (and reuse them when complete)")
     parser.add_argument("--no-nezha", action="store_true", help="skip the TrainTicket day")
     args = parser.parse_args()
-    from data_pipeline.chaos import generate_corpus
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         for offset, system in enumerate(s for s in args.systems.split(",") if s):
-            out = root / system
             seed = args.seed + 1000 * offset
-            if not (out.is_dir() and len(list(out.glob("*/incident.json"))) == args.per_system):
-                start = time.perf_counter()
-                generate_corpus(system, args.per_system, seed=seed, out=out, workers=1)
-                print(f"generated {args.per_system} {system} incidents in {time.perf_counter() - start:.0f} s",
-                      file=sys.stderr)
-            run(f"chaos {system} (seed {seed})", out)
-        if SHARED_NEZHA.is_dir() and not args.no_nezha:
-            from flipmoe.importers.nezha import import_nezha
-
-            nezha = root / "nezha"
-            if not (nezha.is_dir() and any(nezha.glob("*/incident.json"))):
-                import_nezha(SHARED_NEZHA, nezha, overwrite=True)
+            run(f"chaos {system} (seed {seed})", chaos_corpus(root, system, args.per_system, seed=seed))
+        nezha = None if args.no_nezha else nezha_corpus(root)
+        if nezha is not None:
             run("real TrainTicket day (Nezha, 28 faults)", nezha)
-        else:
-            print(f"\n(real TrainTicket day skipped: {SHARED_NEZHA} not found)")
+        elif not args.no_nezha:
+            print("\n(real TrainTicket day skipped: ../shared/data not found)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+"""The labelled corpora the benchmarks share: chaos incidents from given seeds, and the real data sets of
+../shared/data when present, generated or imported once into a folder and reused when complete."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_NEZHA = SHARED / "nezha-trainticket"
+SHARED_TVDIAG = SHARED / "tvdiag"
+
+
+def chaos_corpus(root: Path, system: str, count: int, *, seed: int, workers: int = 1) -> Path:
+    """`count` incidents of `system` from `seed` on, in `root/system` (regenerated unless complete)."""
+    from data_pipeline.chaos import generate_corpus
+
+    out = root / system
+    if out.is_dir() and len(list(out.glob("*/incident.json"))) == count:
+        print(f"reusing the {system} corpus in {out} (seed {seed})", file=sys.stderr)
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    generate_corpus(system, count, seed=seed, out=out, workers=workers)
+    print(f"generated {count} {system} incidents (seed {seed}) in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    return out
+
+
+def nezha_corpus(root: Path) -> Path | None:
+    """The 28 faults of the shared TrainTicket day in `root/nezha`, or None without ../shared/data."""
+    if not SHARED_NEZHA.is_dir():
+        return None
+    from flipmoe.importers.nezha import import_nezha
+
+    out = root / "nezha"
+    if not any(out.glob("*/incident.json")):
+        import_nezha(SHARED_NEZHA, out, overwrite=True)
+    return out
+
+
+def tvdiag_corpus(root: Path) -> Path | None:
+    """The 530 TVDiag train cases in `root/tvdiag`, or None without ../shared/data."""
+    if not SHARED_TVDIAG.is_dir():
+        return None
+    from flipmoe.importers.tvdiag import import_tvdiag
+
+    out = root / "tvdiag"
+    if not any(out.glob("*/incident.json")):
+        import_tvdiag(SHARED_TVDIAG, out, overwrite=True)
+    return out
