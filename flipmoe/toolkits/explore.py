@@ -232,7 +232,7 @@ class ExploreTools:
         self._spans = _window_spans(incident)
         self._children = _children_index(self._spans)
         self._roots = self._spans[_is_root(self._spans)]
-        self._baseline_ms = _baseline_latency(incident)
+        self._baseline_ms = index.baseline_latency_ms
         self._pod_nodes = dict(index.node_of_pod)
         topology = incident.topology.services if incident.topology is not None else []
         self.services = sorted({*index.services, *topology, *(s for edge in index.call_edges for s in edge)})
@@ -607,15 +607,6 @@ def _is_root(spans: pd.DataFrame) -> np.ndarray:
     own = pd.MultiIndex.from_arrays([spans["trace_id"], spans["span_id"]])
     parent = pd.MultiIndex.from_arrays([spans["trace_id"], spans["parent_span_id"]])
     return (spans["parent_span_id"].isna().to_numpy()) | ~parent.isin(own)
-
-
-def _baseline_latency(incident: Incident) -> dict[tuple[str, str], float]:
-    baseline = incident.baseline
-    if baseline is None or baseline.spans is None:
-        return {}
-    medians = baseline.spans.groupby(["service", "operation"])["duration"].median().reset_index()
-    return {(str(s), str(o)): round(float(v), 3)
-            for s, o, v in zip(medians["service"], medians["operation"], medians["duration"], strict=True)}
 
 
 def _table_nodes(incident: Incident) -> set[str]:

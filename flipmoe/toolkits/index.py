@@ -1,8 +1,9 @@
 """The incident's shared structures, computed once and read by every analysis step and the renderer.
 
 The call graph, which pods belong to which service, and where pods run are needed by localisation,
-diagnosis, the event toolkit and the report's call-graph plot. Computing them in each of those places
-gave three call graphs with three different rules; `IncidentIndex` is the one place they are built.
+diagnosis, the event toolkit, the explorer's tools and the report's call-graph plot; the explorer also
+reads the baseline's per-operation latency. Computing them in each of those places gave three call graphs
+with three different rules; `IncidentIndex` is the one place they are built.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class IncidentIndex:
     """Service -> its pods, from every table of the window."""
     node_of_pod: dict[str, str] = field(default_factory=dict)
     """Pod -> node: the topology's placement, else the node column of the metrics."""
+    baseline_latency_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(service, operation) -> median span duration in the fault-free baseline; empty without baseline spans."""
 
     @property
     def service_of_pod(self) -> dict[str, str]:
@@ -69,6 +72,12 @@ def build_index(incident: Incident) -> IncidentIndex:
         nodes.update(zip(placed["pod"].astype(str), placed["node"].astype(str), strict=True))
     if incident.topology is not None and incident.topology.placement:
         nodes.update(incident.topology.placement)
+    latency: dict[tuple[str, str], float] = {}
+    if incident.baseline is not None and incident.baseline.spans is not None and not incident.baseline.spans.empty:
+        medians = incident.baseline.spans.groupby(["service", "operation"])["duration"].median().reset_index()
+        latency = {(str(s), str(o)): round(float(v), 3) for s, o, v in
+                   zip(medians["service"], medians["operation"], medians["duration"], strict=True)}
     return IncidentIndex(services=tuple(incident.telemetry.services()), call_edges=tuple(sorted(edges)),
+                         baseline_latency_ms=latency,
                          topology_edges=topology,
                          pods_of_service={s: tuple(sorted(p)) for s, p in sorted(pods.items())}, node_of_pod=nodes)
