@@ -127,6 +127,8 @@ class Director:
         self.generator = generator
         self.forced = runbook
         """A template name or runbook file that overrides retrieval."""
+        self.forced_plan = forced_plan(runbook, self.library) if runbook else None
+        """Its plan, loaded and validated here: a bad name or file is an error before any incident is read."""
 
     def analyse(self, incident: Incident) -> RcaReport:
         return self.analyse_with_outputs(incident)[0]
@@ -191,8 +193,8 @@ class Director:
 
     def _plan(self, incident: Incident, triage: Any, decide: Callable[[str, str], None]) -> tuple[Plan, str]:
         symptoms = list(triage.symptoms) if triage is not None else []
-        if self.forced:
-            plan = self._forced()
+        if self.forced_plan is not None:
+            plan = self.forced_plan
             decide("plan", f"runbook {plan.runbook.name} was chosen by the user")
             return plan, f"user:{self.forced}"
         if self.generator is not None:
@@ -204,18 +206,6 @@ class Director:
         decide("plan", f"runbook template {template.name} (similarity {score:.2f} to the alert and symptoms: "
                        f"{', '.join(symptoms) or 'none'})")
         return template.plan, f"knowledge-base:{template.name}"
-
-    def _forced(self) -> Plan:
-        assert self.forced is not None
-        if self.forced in self.library.templates:
-            return self.library.templates[self.forced].plan
-        path = Path(self.forced)
-        if not path.is_file():
-            from flipmoe.errors import FlipmoeInputError
-
-            raise FlipmoeInputError(f"no runbook template or file {self.forced!r}",
-                                    hint=f"templates: {', '.join(sorted(self.library.templates))}")
-        return load_plan(path.read_text(encoding="utf-8"), source=str(path))
 
     def _generate(self, incident: Incident, symptoms: list[str], decide: Callable[[str, str], None]) -> Plan | None:
         from director.dsl import grammar_text
@@ -324,6 +314,20 @@ def _fits(value: Any, annotation: Any) -> bool:
 
 def _unique(gaps: list[Gap]) -> list[Gap]:
     return list({(g.what, g.reason): g for g in gaps}.values())
+
+
+def forced_plan(runbook: str, library: RunbookLibrary | None = None) -> Plan:
+    """The plan of a runbook the user names: a template of the library, or a `.flow` file."""
+    library = library or default_library()
+    if runbook in library.templates:
+        return library.templates[runbook].plan
+    path = Path(runbook)
+    if not path.is_file():
+        from flipmoe.errors import FlipmoeInputError
+
+        raise FlipmoeInputError(f"no runbook template or file {runbook!r}",
+                                hint=f"templates: {', '.join(sorted(library.templates))}")
+    return load_plan(path.read_text(encoding="utf-8"), source=str(path))
 
 
 def local_director(*, settings: RunSettings | None = None, runbook: str | None = None) -> Director:

@@ -18,6 +18,7 @@ from typing import Any, TextIO, cast
 
 import numpy as np
 
+from flipmoe.config import TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import find_incidents, read_incident  # noqa: F401 (find_incidents: re-exported)
 from flipmoe.telemetry.incident import Incident
@@ -90,25 +91,29 @@ def evaluate(
     *,
     out: TextIO | None = None,
     progress: Callable[[str], None] | None = None,
+    config: TelemetryConfig | None = None,
 ) -> dict[str, Scores]:
-    """Run every ranker on every incident; write one JSON line per incident for the first ranker."""
+    """Run every ranker on every incident; write one JSON line per incident for the first ranker. Each label
+    is read after every ranker has answered for its incident; `config` reads the incidents as `rca` does."""
     scores = {name: Scores() for name in rankers}
     primary = next(iter(rankers))
     for position, directory in enumerate(incident_dirs, start=1):
         record: dict[str, Any] = {"incident": directory.name}
         try:
-            incident = read_incident(directory)
+            incident = read_incident(directory, config=config)
         except FlipmoeInputError as err:
             record["error"] = str(err)
             for s in scores.values():
                 s.failures += 1
             _emit(out, record)
             continue
-        label = load_label(directory)
+        answers = {}
         for name, ranker in rankers.items():
             start = time.perf_counter()
             ranking, fault_type = ranker(incident)
-            seconds = time.perf_counter() - start
+            answers[name] = (ranking, fault_type, time.perf_counter() - start)
+        label = load_label(directory)
+        for name, (ranking, fault_type, seconds) in answers.items():
             if label is not None:
                 scores[name].add(ranking, fault_type, label, seconds)
             if name == primary:

@@ -491,7 +491,7 @@ def context_shortfall(directory: str | Path, text: str, *, new_tokens: int, expe
 
     The expert is `expert`, else every local expert whose config lists `task`; the check reads only their
     config and tokenizer (no weights, no torch), so a model whose context would truncate the prompt is
-    never loaded for it. Remote experts are assumed to fit."""
+    never loaded for it. A remote expert is assumed to fit when no local one answers."""
     import yaml
 
     from data_pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -500,12 +500,14 @@ def context_shortfall(directory: str | Path, text: str, *, new_tokens: int, expe
     entries = read_manifest(directory)["experts"]
     names = [expert] if expert is not None else list(entries)
     reasons = []
+    remote = False
     for name in names:
         entry = entries.get(name)
         if entry is None:
             continue
         if entry.get("kind", "local") != "local":
-            return None
+            remote = True  # a remote model's context is its server's business; its tasks are unknown here
+            continue
         config = yaml.safe_load((directory / entry["path"] / "config.yaml").read_text(encoding="utf-8"))
         if task is not None and expert is None and task not in config.get("tasks", []):
             continue
@@ -514,4 +516,6 @@ def context_shortfall(directory: str | Path, text: str, *, new_tokens: int, expe
         if needed <= context:
             return None
         reasons.append(f"the {name} expert reads {context} tokens; this needs {needed}")
-    return "; ".join(reasons) or f"no expert of the bundle answers {task or expert}"
+    if reasons:
+        return "; ".join(reasons)
+    return None if remote else f"no expert of the bundle answers {task or expert}"

@@ -115,3 +115,17 @@ def test_alerts_are_causes_or_symptoms_by_what_they_measure(tmp_path):
     assert ("orders-1", "trace alert", "symptom") in roles
     orders = next(f for f in report.findings if f.pod == "orders-1" and f.role == "cause" and f.kind == "metric alert")
     assert orders.count == 2 and orders.strength == pytest.approx(0.75)  # two alerts: 1 - 0.5^2
+
+
+def test_a_malformed_case_is_reported_and_the_others_are_written(tmp_path, capsys):
+    release = write_release(tmp_path / "release")
+    metrics = json.loads((release / "shop" / "raw" / "metrics.json").read_text())
+    metrics["9"] = [["carts-0", "restarts"]]  # two fields: no direction
+    (release / "shop" / "raw" / "metrics.json").write_text(json.dumps(metrics))
+    nodes = json.loads((release / "gaia" / "raw" / "nodes.json").read_text())
+    del nodes["3"]
+    (release / "gaia" / "raw" / "nodes.json").write_text(json.dumps(nodes))
+    assert main(["import", "tvdiag", str(release), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "shop case 9: case 9 is malformed" in err and "gaia case 3: case 3 has no instances" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["shop-7"]

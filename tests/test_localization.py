@@ -191,3 +191,39 @@ def test_a_modality_that_blames_everyone_counts_less_than_one_that_singles_out()
     focused = [_signal("e", 0.6, "cause", "logs:new_template:ERROR", modality="logs")]
     ranked = rank_root_causes([*noisy, *focused], services=services)
     assert ranked.root_causes[0].service == "e"
+
+
+def test_rca_reports_a_bad_path_and_still_analyses_the_others(chaos_corpus, tmp_path, capsys):
+    code = main(["rca", str(chaos_corpus / "inc-11"), str(tmp_path / "nope"), "--no-model", "--json",
+                 "--out", str(tmp_path / "reports")])
+    captured = capsys.readouterr()
+    assert code == 2 and "no such directory" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["root_causes"]
+
+
+def test_a_bad_runbook_is_reported_before_any_analysis(chaos_corpus, tmp_path, capsys):
+    assert main(["rca", str(chaos_corpus / "inc-11"), "--no-model", "--runbook", "nonsense",
+                 "--out", str(tmp_path / "reports")]) == 2
+    captured = capsys.readouterr()
+    assert "no runbook template or file 'nonsense'" in captured.err and "analysing" not in captured.err
+
+
+def test_an_installed_ranking_model_reranks_and_a_broken_one_is_a_gap(chaos_corpus, tmp_path, monkeypatch):
+    import numpy as np
+
+    from flipmoe.telemetry import read_incident
+    from flipmoe.toolkits import ranking
+
+    incident = read_incident(chaos_corpus / "inc-11")
+    weights = np.zeros(len(ranking.FEATURES))
+    weights[ranking.FEATURES.index("fusion_score")] = 3.0
+    model_file = tmp_path / "ranking_model.json"
+    ranking.RankingModel(features=ranking.FEATURES, weights=tuple(weights), bias=0.0).save(model_file)
+    monkeypatch.setattr(ranking, "MODEL_FILE", model_file)
+    report = analyse_incident(incident, settings=RunSettings(top=20))
+    scores = [c.score for c in report.root_causes]
+    assert scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
+    assert any("learned ranking over the top" in d.detail for d in report.runbook.decisions)
+    model_file.write_text("{not json")
+    report = analyse_incident(incident)
+    assert report.root_causes and any(g.what == "learned ranking" for g in report.gaps)

@@ -222,17 +222,20 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
     decisions: list[tuple[str, str]] = []
     candidates = causes[:CANDIDATES]
     features = candidate_features(candidates, signals, ctx.index) if candidates else None
-    model = default_model() if ctx.settings.learned_ranking else None
-    if model is not None and candidates:
-        causes = model.rerank(causes, signals, ctx.index)
-        decisions.append(("rank", f"learned ranking over the fusion's top {len(candidates)}: "
-                                  f"{causes[0].label} first (p={causes[0].score:.2f})"))
-    if args.hints is not None and args.hints.finished:
+    gaps: list[Gap] = []
+    if args.hints is not None and args.hints.finished:  # on the fusion's scores, before any re-ranking
         causes, decisions = _apply_hints(causes, args.hints, signals, args.hint_weight)
+    model, problem = default_model() if ctx.settings.learned_ranking else (None, None)
+    if problem:
+        gaps.append(Gap(what="learned ranking", reason=f"{problem}; the fusion's order stands"))
+    if model is not None and causes:
+        causes = model.rerank(causes, signals, ctx.index)
+        decisions.append(("plan", f"learned ranking over the top {min(len(causes), CANDIDATES)} candidates: "
+                                  f"{causes[0].label} first (p={causes[0].score:.2f})"))
     top = max(ctx.settings.top or 0, args.top)
     return LocalizeOutput(suspects=[c.model_copy(update={"rank": i}) for i, c in enumerate(causes[:top], start=1)],
                           localization=localization, modalities=modalities, notes=list(localization.notes),
-                          decisions=decisions, candidates=[(c.service, c.pod) for c in candidates],
+                          decisions=decisions, gaps=gaps, candidates=[(c.service, c.pod) for c in candidates],
                           features=features.round(6).tolist() if features is not None else [])
 
 

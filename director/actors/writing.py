@@ -118,13 +118,13 @@ def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tupl
                         "during the incident", "before during level template",
                         *(f"{int(f.evidence.count_before)} {f.evidence.count_during} {f.level} {f.evidence.template}"
                           for f in rows)])
-    from router.bundle import context_shortfall
-
-    too_small = context_shortfall(str(ctx.settings.bundle), prompt, new_tokens=_SUMMARY_TOKENS,
-                                  task="log_change_summary")
-    if too_small:  # a truncated prompt gives a stray word, not a sentence
-        return "", "template", "", f"FlipMoE was not asked: {too_small}"
     try:
+        from router.bundle import context_shortfall
+
+        too_small = context_shortfall(str(ctx.settings.bundle), prompt, new_tokens=_SUMMARY_TOKENS,
+                                      task="log_change_summary")
+        if too_small:  # a truncated prompt gives a stray word, not a sentence
+            return "", "template", "", f"FlipMoE was not asked: {too_small}"
         model = _load_model(str(ctx.settings.bundle))
         from director.agents.guardrails import IncidentVocabulary, guarded_generate
 

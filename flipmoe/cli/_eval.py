@@ -68,9 +68,11 @@ def _localization(args: argparse.Namespace) -> int:
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as out:
-            scores = evaluate(incidents, {"flipmoe": ranker}, out=out, progress=progress)
+            scores = evaluate(incidents, {"flipmoe": ranker}, out=out, progress=progress,
+                              config=args.config_obj.telemetry)
     else:
-        scores = evaluate(incidents, {"flipmoe": ranker}, out=sys.stdout, progress=progress)
+        scores = evaluate(incidents, {"flipmoe": ranker}, out=sys.stdout, progress=progress,
+                          config=args.config_obj.telemetry)
     summary = scores["flipmoe"].summary()
     stream = sys.stderr if not args.out else sys.stdout
     if summary["incidents"]:

@@ -53,11 +53,21 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from flipmoe.errors import FlipmoeInputError
     from flipmoe.telemetry import find_incidents
 
-    directories = [d for path in args.incidents for d in find_incidents(path)]
+    directories: list[Path] = []
+    code = 0
+    for path in args.incidents:  # a bad path is reported; the others are still analysed
+        try:
+            directories += find_incidents(path)
+        except FlipmoeInputError as err:
+            print(f"flipmoe: error: {err}", file=sys.stderr)
+            code = 2
+    if not directories:
+        return code or 2
     bundle = find_bundle(args, build=False)
-    return run_director(directories, args, bundle=bundle)
+    return max(code, run_director(directories, args, bundle=bundle))
 
 
 def find_bundle(args: argparse.Namespace, *, build: bool) -> Path | None:
@@ -104,6 +114,10 @@ def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: P
             directories = directories[1:]
     if first is None:
         return code
+    if args.runbook:  # a bad --runbook is reported before Ray starts
+        from director.director import forced_plan
+
+        forced_plan(args.runbook)
     started_ray = False
     if use_ray(args, len(directories)):
         import ray

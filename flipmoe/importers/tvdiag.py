@@ -61,27 +61,29 @@ def service_of(instance: str) -> str:
     return _REPLICA.sub("", instance) or instance
 
 
-def read_cases(root: str | Path, *, split: str = "all") -> Iterator[Case]:
-    """Every case of every system under `root` (`<system>/label.csv` and `<system>/raw/*.json`)."""
-    if split not in SPLITS:
-        raise FlipmoeInputError(f"unknown split {split!r}", hint=f"choose one of {', '.join(SPLITS)}")
+def systems_of(root: str | Path) -> list[str]:
+    """The systems under `root`: the folders that hold a label.csv."""
     root = Path(root)
     systems = sorted(p.parent.name for p in root.glob("*/label.csv"))
     if not systems:
         raise FlipmoeInputError("no <system>/label.csv below", path=root,
                                 hint="ROOT holds one folder per system, as in the TVDiag release's data/")
-    for system in systems:
-        raw = {name: _read_json(root / system / "raw" / f"{name}.json") for name in _RAW}
-        for row in _read_labels(root / system / "label.csv"):
-            if split != "all" and row.get("data_type") != split:
-                continue
-            index = row["index"]
-            if index not in raw["nodes"]:
-                raise FlipmoeInputError(f"case {index} of label.csv has no entry in raw/nodes.json",
-                                        path=root / system / "raw" / "nodes.json")
-            yield Case(system=system, index=index, label=row, metrics=raw["metrics"].get(index, []),
-                       logs=raw["logs"].get(index, []), traces=raw["traces"].get(index, []),
-                       nodes=list(raw["nodes"][index]), edges=list(raw["edges"].get(index, [])))
+    return systems
+
+
+def read_cases(root: str | Path, system: str, *, split: str = "all") -> Iterator[Case]:
+    """Every case of `system` under `root` (its `label.csv` and `raw/*.json`) in `split`."""
+    if split not in SPLITS:
+        raise FlipmoeInputError(f"unknown split {split!r}", hint=f"choose one of {', '.join(SPLITS)}")
+    root = Path(root)
+    raw = {name: _read_json(root / system / "raw" / f"{name}.json") for name in _RAW}
+    for row in _read_labels(root / system / "label.csv"):
+        if split != "all" and row.get("data_type") != split:
+            continue
+        index = row["index"]
+        yield Case(system=system, index=index, label=row, metrics=raw["metrics"].get(index, []),
+                   logs=raw["logs"].get(index, []), traces=raw["traces"].get(index, []),
+                   nodes=list(raw["nodes"].get(index) or []), edges=list(raw["edges"].get(index, [])))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -107,7 +109,21 @@ def _read_labels(path: Path) -> list[dict[str, str]]:
 
 
 def case_incident(case: Case) -> tuple[Incident, Label]:
-    """One case as an events-only incident and its label."""
+    """One case as an events-only incident and its label; a malformed case is a `FlipmoeInputError`."""
+    if not case.nodes:
+        raise FlipmoeInputError(f"case {case.index} has no instances in raw/nodes.json")
+    try:
+        return _case_incident(case)
+    except (ValueError, TypeError, IndexError, KeyError) as err:
+        if isinstance(err, FlipmoeInputError):
+            raise
+        raise FlipmoeInputError(f"case {case.index} is malformed ({type(err).__name__}: {err})",
+                                hint="metric alerts are [instance, kpi, direction] or [instance, host, kpi, "
+                                     "direction], log alerts [instance, template], trace alerts [caller, callee, "
+                                     "operation, status]") from None
+
+
+def _case_incident(case: Case) -> tuple[Incident, Label]:
     instances = set(case.nodes)
     rows: list[dict[str, Any]] = []
     for alert in case.metrics:
@@ -155,19 +171,29 @@ def import_tvdiag(root: str | Path, out: str | Path, *, split: str = "all", over
                   progress: Callable[[str], None] | None = None, failures: list[str] | None = None) -> list[Path]:
     """Write every case of `split` as `out/<system>-<index>/`; returns the directories written.
 
-    A case that cannot be imported (an unmapped fault type, an already existing directory) is appended to
-    `failures` (raised when no list is given) and the others are still written."""
+    A system or case that cannot be imported (an unreadable file, a malformed alert, an unmapped fault type,
+    an existing directory) is appended to `failures` (raised when no list is given); the rest is written."""
     out = Path(out)
-    written = []
-    for case in read_cases(root, split=split):
+    written: list[Path] = []
+
+    def failed(what: str, err: FlipmoeInputError) -> None:
+        if failures is None:
+            raise err
+        failures.append(f"{what}: {err}")
+
+    for system in systems_of(root):
         try:
-            incident, label = case_incident(case)
-            written.append(write_incident(incident, out / incident.meta.id, label=label, overwrite=overwrite))
+            cases = list(read_cases(root, system, split=split))
         except FlipmoeInputError as err:
-            if failures is None:
-                raise
-            failures.append(f"{case.system} case {case.index}: {err}")
+            failed(system, err)
             continue
-        if progress is not None and len(written) % 100 == 0:
-            progress(f"{len(written)} cases written")
+        for case in cases:
+            try:
+                incident, label = case_incident(case)
+                written.append(write_incident(incident, out / incident.meta.id, label=label, overwrite=overwrite))
+            except FlipmoeInputError as err:
+                failed(f"{case.system} case {case.index}", err)
+                continue
+            if progress is not None and len(written) % 100 == 0:
+                progress(f"{len(written)} cases written")
     return written

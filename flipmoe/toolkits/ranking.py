@@ -99,7 +99,12 @@ class RankingModel:
             return []
         p_C = self.score(candidate_features(head, signals, index))
         order = sorted(range(len(head)), key=lambda i: (-p_C[i], head[i].rank))
-        ranked = [head[i].model_copy(update={"score": round(float(p_C[i]), 4)}) for i in order]
+        ranked = [head[i].model_copy(update={"score": round(float(p_C[i]), 6)}) for i in order]
+        # The tail keeps its order under the head, its fusion scores rescaled below the head's lowest
+        # probability, so that scores still fall with the rank.
+        floor, top = float(p_C.min()), max((c.score for c in tail), default=0.0)
+        tail = [c.model_copy(update={"score": round(floor * 0.99 * c.score / top, 6) if top > 0 else 0.0})
+                for c in tail]
         return [c.model_copy(update={"rank": r}) for r, c in enumerate(ranked + tail, start=1)]
 
     def save(self, path: str | Path) -> Path:
@@ -115,6 +120,12 @@ class RankingModel:
                    bias=float(data["bias"]), card=dict(data.get("card", {})))
 
 
-def default_model() -> RankingModel | None:
-    """The shipped model, or None when this installation has none (the fusion's order then stands)."""
-    return RankingModel.load() if MODEL_FILE.is_file() else None
+def default_model() -> tuple[RankingModel | None, str | None]:
+    """(the installed model, or None when there is none or it cannot be used; why it cannot, if so)."""
+    if not MODEL_FILE.is_file():
+        return None, None
+    try:
+        return RankingModel.load(MODEL_FILE), None
+    except (OSError, ValueError, KeyError, TypeError) as err:  # json.JSONDecodeError is a ValueError
+        return None, f"{MODEL_FILE.name} cannot be used ({type(err).__name__}: {err}); retrain it with " \
+                     "flipmoe train ranking"
