@@ -7,14 +7,17 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_NEZHA = SHARED / "nezha-trainticket"
 SHARED_TVDIAG = SHARED / "tvdiag"
 
 
-def chaos_corpus(root: Path, system: str, count: int, *, seed: int, workers: int = 1) -> Path:
-    """`count` incidents of `system` from `seed` on, in `root/system` (regenerated unless complete)."""
+def chaos_corpus(root: Path, system: str, count: int, *, seed: int, workers: int = 1, faults: list[str] | None = None,
+                 config: Any = None) -> Path:
+    """`count` incidents of `system` from `seed` on (fault types round-robin over `faults`, all by default),
+    in `root/system`, regenerated unless complete."""
     from data_pipeline.chaos import generate_corpus
 
     out = root / system
@@ -23,7 +26,7 @@ def chaos_corpus(root: Path, system: str, count: int, *, seed: int, workers: int
         return out
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    generate_corpus(system, count, seed=seed, out=out, workers=workers)
+    generate_corpus(system, count, seed=seed, out=out, workers=workers, faults=faults, config=config)
     print(f"generated {count} {system} incidents (seed {seed}) in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return out

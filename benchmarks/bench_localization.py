@@ -22,6 +22,7 @@ from pathlib import Path
 
 from _corpora import chaos_corpus, nezha_corpus, tvdiag_corpus
 
+from data_pipeline.chaos import ChaosConfig
 from director.actors.base import RunSettings
 from eval.localization import (
     ablation_rankers,
@@ -29,6 +30,7 @@ from eval.localization import (
     director_ranker,
     evaluate,
     format_table,
+    last_change_ranker,
     random_ranker,
     zscore_ranker,
 )
@@ -65,6 +67,21 @@ def run_tvdiag(cases: Path) -> None:
         print(format_table(scores))
 
 
+CHANGE_FAULTS = ["code_exception", "code_wrong_result", "bad_config"]
+"""Faults a deploy or a config change brings in."""
+
+
+def run_changes(name: str, directory: Path) -> None:
+    """Change-induced incidents shipped with a release train: several services deployed within a minute of
+    the faulty change, only one of them faulty, so "the last change" cannot be the answer by itself."""
+    incidents = find_incidents(directory)
+    start = time.perf_counter()
+    scores = evaluate(incidents, {"flipmoe rca, no model": director_ranker(settings=RunSettings()),
+                                  "most recently changed service": last_change_ranker(), "random": random_ranker()})
+    print(f"\n== {name}: {len(incidents)} incidents, evaluated in {time.perf_counter() - start:.0f} s")
+    print(format_table(scores))
+
+
 def run(name: str, directory: Path, with_model: bool) -> None:
     incidents = find_incidents(directory)
     start = time.perf_counter()
@@ -81,12 +98,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for generating the corpus")
     parser.add_argument("--keep", help="keep the corpus in this directory (and reuse it when it is complete)")
     parser.add_argument("--no-model", action="store_true", help="leave out the row with the packaged model bundle")
+    parser.add_argument("--changes", type=int, default=30, metavar="N",
+                        help="change-induced incidents per system with a release train of innocent deploys "
+                             "(default 30; 0: none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         for offset, system in enumerate(s for s in args.systems.split(",") if s):
             out = chaos_corpus(root, system, args.per_system, seed=args.seed + 1000 * offset, workers=args.workers)
             run(f"chaos {system}", out, not args.no_model)
+        if args.changes:
+            for offset, system in enumerate(s for s in args.systems.split(",") if s):
+                seed = args.seed + 30_000 + 1000 * offset
+                out = chaos_corpus(root / "changes", system, args.changes, seed=seed, workers=args.workers,
+                                   faults=CHANGE_FAULTS, config=ChaosConfig(release_train=3))
+                run_changes(f"chaos {system}, change-induced with 3 innocent deploys (seed {seed})", out)
         nezha = nezha_corpus(root)
         if nezha is not None:
             run("real TrainTicket day (Nezha, 28 faults)", nezha, not args.no_model)

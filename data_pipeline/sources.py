@@ -113,21 +113,35 @@ def _chunks(text: str, max_chars: int) -> Iterator[str]:
         yield "\n".join(piece)
 
 
+def _key(path: Path, source: SourceConfig) -> str:
+    """A file's part of its documents' ids: its path relative to the source's folder (its name for a single
+    file), so ids, and what the id-keyed stages keep, do not depend on where the corpus lies."""
+    root = Path(source.path) if source.path else None
+    if root is not None and root.is_dir():
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass
+    return path.name
+
+
 def _file_documents(path: Path, source: SourceConfig) -> Iterator[Document]:
     text = read_text_file(path)
     hint = modality_from_extension(path.name)
     if "\x00" in text[:_BINARY_PROBE]:
         # Binary: one document, so the binary filter counts the file once instead of per chunk.
-        yield _document(source, f"{source.name}:{path}", text[: source.max_chars], hint, path=str(path))
+        yield _document(source, f"{source.name}:{_key(path, source)}", text[: source.max_chars], hint,
+                        path=str(path))
         return
     if hint == "log":
         lines = text.rstrip("\n").split("\n")
         for i in range(0, len(lines), source.lines_per_document):
-            yield _document(source, f"{source.name}:{path}#{i}", "\n".join(lines[i:i + source.lines_per_document]),
+            yield _document(source, f"{source.name}:{_key(path, source)}#{i}",
+                            "\n".join(lines[i:i + source.lines_per_document]),
                             hint, path=str(path))
         return
     for i, chunk in enumerate(_chunks(text, source.max_chars)):
-        yield _document(source, f"{source.name}:{path}#{i}", chunk, hint, path=str(path))
+        yield _document(source, f"{source.name}:{_key(path, source)}#{i}", chunk, hint, path=str(path))
 
 
 def _jsonl_documents(path: Path, source: SourceConfig) -> Iterator[Document]:
@@ -144,7 +158,8 @@ def _jsonl_documents(path: Path, source: SourceConfig) -> Iterator[Document]:
                 raise FlipmoeInputError(f"no string field {source.text_field!r}", path=path, row=row,
                                         hint="set text_field of the source")
             hint = record.get(source.modality_field) if source.modality_field else None
-            yield _document(source, f"{source.name}:{path}#{row}", text, hint if isinstance(hint, str) else None,
+            yield _document(source, f"{source.name}:{_key(path, source)}#{row}", text,
+                            hint if isinstance(hint, str) else None,
                             path=str(path))
 
 

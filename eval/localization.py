@@ -254,3 +254,21 @@ def alert_count_ranker() -> Ranker:
         return [{"service": s, "pod": p or None, "node": None, "score": float(n)}
                 for s, p, n in ranked.itertuples(index=False)], None
     return rank
+
+
+CHANGE_KINDS = ("deploy", "config_change", "rollout", "release", "change")
+
+
+def last_change_ranker() -> Ranker:
+    """Services ranked by their most recent change (deploy, config change) up to the alert, latest first:
+    the "what changed last?" heuristic on-call engineers start with. Services without a change are not ranked."""
+    def rank(incident: Incident) -> tuple[Ranking, str | None]:
+        events = incident.events
+        if events is None:
+            return [], None
+        until = incident.meta.alert_time or incident.meta.window.end
+        changes = events[events["kind"].astype(str).str.lower().isin(CHANGE_KINDS) & (events["timestamp"] <= until)]
+        latest = changes.dropna(subset=["service"]).groupby("service")["timestamp"].max().sort_values(ascending=False)
+        return [{"service": str(s), "pod": None, "node": None, "score": float(t.timestamp())}
+                for s, t in latest.items()], None
+    return rank

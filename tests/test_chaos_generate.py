@@ -325,3 +325,22 @@ def test_corpus_on_ray_workers_matches_one_process(tmp_path):
     for a, b in zip(local, parallel, strict=True):
         assert (a / "metrics.parquet").read_bytes() == (b / "metrics.parquet").read_bytes()
     assert np.all([load_label(p).fault_type for p in parallel] == ["cpu_contention", "cpu_hog"])
+
+
+def test_a_release_train_deploys_other_services_around_a_faulty_change():
+    from data_pipeline.chaos import ChaosConfig
+
+    incident, label = generate_incident("webshop", "code_exception", seed=5, config=ChaosConfig(release_train=3))
+    deploys = incident.events[incident.events["kind"] == "deploy"]
+    assert label.service in set(deploys["service"]) and len(set(deploys["service"]) - {label.service}) >= 3
+    spread = deploys["timestamp"].max() - deploys["timestamp"].min()
+    assert spread.total_seconds() <= 150, "the release ships within a couple of minutes"
+    plain, _ = generate_incident("webshop", "code_exception", seed=5)
+    assert len(plain.events[plain.events["kind"] == "deploy"]) < len(deploys)
+
+
+def test_release_train_is_validated():
+    from data_pipeline.chaos import ChaosConfig
+
+    with pytest.raises(FlipmoeInputError, match="release_train"):
+        ChaosConfig(release_train=9)

@@ -161,4 +161,9 @@ def test_ray_data_build_matches_single_process(tmp_path: Path) -> None:
         ray.shutdown()
     _check(ray_result, Path(ray_config.out))
     local_result = build(local_config, families=catalog())
+    on_ray, local = set(ray_result.documents["text"]), set(local_result.documents["text"])
+    assert on_ray == local, (f"Ray only: {[d[:300] for d in on_ray - local]}\n"
+                             f"local only: {[d[:300] for d in local - on_ray]}\n"
+                             f"Ray stages: {[(s.stage, s.input, s.kept, s.removed) for s in ray_result.stages]}\n"
+                             f"local stages: {[(s.stage, s.input, s.kept, s.removed) for s in local_result.stages]}")
     assert sorted(ray_result.documents["text"]) == sorted(local_result.documents["text"])

@@ -227,3 +227,18 @@ def test_an_installed_ranking_model_reranks_and_a_broken_one_is_a_gap(chaos_corp
     model_file.write_text("{not json")
     report = analyse_incident(incident)
     assert report.root_causes and any(g.what == "learned ranking" for g in report.gaps)
+
+
+def test_last_change_ranker_orders_services_by_their_latest_change_before_the_alert():
+    from eval.localization import last_change_ranker
+    from flipmoe.telemetry import normalise_table
+
+    incident = tiny_incident()
+    events = pd.DataFrame({"timestamp": pd.to_datetime(["2026-03-01T10:01:00Z", "2026-03-01T10:03:00Z",
+                                                        "2026-03-01T10:02:00Z", "2026-03-01T11:59:00Z"]),
+                           "kind": ["deploy", "config_change", "deploy", "deploy"], "reason": ["Deployed"] * 4,
+                           "service": ["db", "api", "front", "late"]})
+    incident.telemetry.events = normalise_table(events, "events", source="e")
+    incident.meta.alert_time = pd.Timestamp("2026-03-01T10:05:00Z")
+    ranking, _ = last_change_ranker()(incident)
+    assert [r["service"] for r in ranking] == ["api", "front", "db"]

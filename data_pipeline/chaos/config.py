@@ -32,6 +32,10 @@ class ChaosConfig:
     red_herrings: int = 2
     """At most this many benign distractors (an innocent deploy, a config change, a CPU spike,
     scaling, a noisy log burst) are placed around the fault; 0 disables them."""
+    release_train: int = 0
+    """Innocent deploys of this many other services within about a minute of the fault's onset: a release
+    that ships several services at once (new pods without history), only one change being faulty when the
+    fault is a deploy; 0 disables them."""
     noise: float = 0.04
     """Relative standard deviation of the multiplicative noise on metric samples."""
     load_probes: int = 2
@@ -55,6 +59,7 @@ class ChaosConfig:
         lo, hi = self.fault_offset
         _require(0 < lo <= hi < 0.9, "chaos.fault_offset must be (lo, hi) with 0 < lo <= hi < 0.9")
         _require(0 <= self.red_herrings <= 5, "chaos.red_herrings must be in [0, 5]")
+        _require(0 <= self.release_train <= 8, "chaos.release_train must be in [0, 8]")
         _require(0 <= self.noise <= 0.5, "chaos.noise must be in [0, 0.5]")
         _require(0 <= self.load_probes <= 4, "chaos.load_probes must be in [0, 4]")
 

@@ -49,6 +49,7 @@ from data_pipeline.chaos.faults import (
     FaultContext,
     choose_target,
     plan_distractors,
+    plan_release_train,
 )
 from data_pipeline.chaos.logs import logs_table
 from data_pipeline.chaos.metrics import group_quantiles, metrics_table
@@ -155,6 +156,7 @@ def _simulate(system: System, fault_name: str, target: str | None, severity: flo
         injected = fault_cls(ctx, service, pod)
         injected.plan()
         distractors = plan_distractors(ctx, injected.service, config.red_herrings)
+        distractors += plan_release_train(ctx, injected.service, config.release_train)
         cond = Conditions.neutral(timeline.n_buckets, len(cluster.pods), len(system.services), len(system.nodes))
         cond.disk_fill[:] = rng.uniform(0.15, 0.6, len(cluster.pods))
         injected.apply(cond)

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--workers", type=int, default=1, metavar="W", help="parallel Ray workers (default 1)")
     generate.add_argument("--window-minutes", type=float, default=30.0, metavar="M",
                           help="length of the incident window (default 30)")
+    generate.add_argument("--release-train", type=int, default=0, metavar="K",
+                          help="innocent deploys of K other services within a minute of the fault (default 0): "
+                               "change-induced incidents with distractor changes")
     generate.set_defaults(handler=_generate)
 
 
@@ -49,11 +52,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from data_pipeline.chaos.config import ChaosConfig
     from data_pipeline.chaos.generate import generate_corpus
 
+    config = ChaosConfig(release_train=args.release_train)
     started = time.perf_counter()
     paths = generate_corpus(args.system, args.faults, seed=args.seed, out=args.out, faults=args.fault,
-                            workers=args.workers, window_minutes=args.window_minutes)
+                            workers=args.workers, window_minutes=args.window_minutes, config=config)
     seconds = time.perf_counter() - started
     for path in paths:
         print(path)
