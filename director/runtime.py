@@ -318,14 +318,8 @@ class Interpreter:
     # --------------------------------------------------------------------------------------- steps
 
     def _steps(self, steps: list[Step], *, final: bool) -> None:
-        """Submit `steps` (a parallel block, or one step); the caller waits for them (`_settle`).
-
-        The runbook's structure is its schedule: a statement starts when the one before it has ended, the
-        steps of a `parallel` block run at the same time (on Ray, as concurrent tasks) and the block ends
-        when all of them have, an `if` runs only the branch its condition picks, and a hypothesis' body
-        runs once per candidate until one is accepted. Outputs still travel as handles from step to step,
-        so the driver fetches only what a condition, a hypothesis list or the report needs.
-        """
+        """Submit `steps` (a parallel block, or one step); the caller waits for them (`_settle`), which is
+        what makes the runbook's structure its schedule (see the module docstring)."""
         for step in steps:
             if step.name in self.precomputed and not final:
                 meta, output = self.precomputed.pop(step.name)

@@ -20,7 +20,7 @@ import numpy as np
 
 from flipmoe.config import TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
-from flipmoe.telemetry import find_incidents, read_incident  # noqa: F401 (find_incidents: re-exported)
+from flipmoe.telemetry import read_incident
 from flipmoe.telemetry.incident import Incident
 from flipmoe.telemetry.label import Label, load_label
 

@@ -19,6 +19,7 @@ first use. A remote expert is an entry `{"kind": "remote", "base_url": ..., "mod
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -485,6 +486,19 @@ __all__ = ["BundleConfig", "build_bundle", "ensure_bundle", "load_bundle", "load
            "load_router", "read_manifest", "retrain_router"]
 
 
+@functools.lru_cache(maxsize=16)
+def _reading_limits(expert_dir: str, _mtime_ns: int) -> tuple[tuple[str, ...], int, Any]:
+    """(tasks, context length, tokenizer) of a local expert checkpoint. Cached by path and modification time:
+    `rca` asks for every incident, and re-reading the sentencepiece model each time is the slow part."""
+    import yaml
+
+    from data_pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
+
+    config = yaml.safe_load((Path(expert_dir) / "config.yaml").read_text(encoding="utf-8"))
+    return (tuple(config.get("tasks", [])), int(config["model"]["max_seq_len"]),
+            Tokenizer.load(Path(expert_dir) / TOKENIZER_FILE))
+
+
 def context_shortfall(directory: str | Path, text: str, *, new_tokens: int, expert: str | None = None,
                       task: str | None = None) -> str | None:
     """Why a bundle's local expert cannot read `text` and write `new_tokens` more, or None when one can.
@@ -492,10 +506,6 @@ def context_shortfall(directory: str | Path, text: str, *, new_tokens: int, expe
     The expert is `expert`, else every local expert whose config lists `task`; the check reads only their
     config and tokenizer (no weights, no torch), so a model whose context would truncate the prompt is
     never loaded for it. A remote expert is assumed to fit when no local one answers."""
-    import yaml
-
-    from data_pipeline.tokenizer import TOKENIZER_FILE, Tokenizer
-
     directory = Path(directory)
     entries = read_manifest(directory)["experts"]
     names = [expert] if expert is not None else list(entries)
@@ -508,11 +518,11 @@ def context_shortfall(directory: str | Path, text: str, *, new_tokens: int, expe
         if entry.get("kind", "local") != "local":
             remote = True  # a remote model's context is its server's business; its tasks are unknown here
             continue
-        config = yaml.safe_load((directory / entry["path"] / "config.yaml").read_text(encoding="utf-8"))
-        if task is not None and expert is None and task not in config.get("tasks", []):
+        tasks, context, tokenizer = _reading_limits(str(directory / entry["path"]),
+                                                    (directory / entry["path"] / "config.yaml").stat().st_mtime_ns)
+        if task is not None and expert is None and task not in tasks:
             continue
-        context = int(config["model"]["max_seq_len"])
-        needed = len(Tokenizer.load(directory / entry["path"] / TOKENIZER_FILE).encode(text)) + new_tokens
+        needed = len(tokenizer.encode(text)) + new_tokens
         if needed <= context:
             return None
         reasons.append(f"the {name} expert reads {context} tokens; this needs {needed}")

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.label import Label
+from flipmoe.toolkits.explore import ENTRY_LEVELS, is_wellformed_entry
 
-LEVELS = ("service", "pod", "node")
-ENTRY_KEYS = frozenset(LEVELS) | {"reason"}
+LEVELS = ENTRY_LEVELS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,16 +67,6 @@ class GraderWeights:
             raise FlipmoeInputError("grader weight service must be > 0: every label names a service")
         if self.top_k < 1 or self.min_entries < 1:
             raise FlipmoeInputError("grader top_k and min_entries must be >= 1")
-
-
-def is_wellformed_entry(entry: object) -> TypeGuard[Mapping[str, Any]]:
-    """A dict with only known keys that names a service, pod or node with a non-empty string."""
-    if not isinstance(entry, Mapping) or not set(entry) <= ENTRY_KEYS:
-        return False
-    if "reason" in entry and not isinstance(entry["reason"], str):
-        return False
-    named = [entry[level] for level in LEVELS if entry.get(level) is not None]
-    return bool(named) and all(isinstance(v, str) and v.strip() for v in named)
 
 
 def _entry_key(entry: Mapping[str, Any]) -> tuple[str, ...]:

@@ -164,7 +164,8 @@ def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: P
 
 
 def use_ray(args: argparse.Namespace, incidents: int) -> bool:
-    """Where the steps run. Starting a local Ray costs ~20 s on two cores, more than analysing one incident,
+    """Where the steps run. Starting a local Ray costs more than analysing one incident (cold, 10.9 s with
+    --ray vs 3.5 s in-process on two cores, benchmarks/bench_rca.py),
     so one incident runs in this process (the same runbook, actors and report) unless --ray or --address
     asks for Ray; several incidents share one warm Ray."""
     if args.local:

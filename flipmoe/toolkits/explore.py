@@ -38,7 +38,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -64,7 +64,7 @@ _VARIABLE = r"[0-9a-fA-F]{8,}(?:-[0-9a-fA-F]{4,})*|\d+(?:\.\d+)?"
 _SEVERITY = {"FATAL": 0, "ERROR": 1, "WARN": 2, "INFO": 3, "DEBUG": 4, "TRACE": 5, "UNKNOWN": 6}
 _TOOL_ALIASES = {"submit": "print_results"}
 _ARG_ALIASES = {"service_name": "service"}
-_ENTRY_LEVELS = ("service", "pod", "node")
+ENTRY_LEVELS = ("service", "pod", "node")
 _MAX_MESSAGE_CHARS = 160
 _Z_CAP = 100.0
 """Displayed z-scores are clipped here, as in the metric analysis: beyond it more digits mean nothing."""
@@ -502,7 +502,7 @@ class ExploreTools:
     def _print_results(self, root_causes: object) -> tuple[str, Any]:
         minimum = self.config.min_root_causes
         entries = root_causes if isinstance(root_causes, list) else []
-        wellformed = [e for e in entries if _is_wellformed_entry(e)]
+        wellformed = [e for e in entries if is_wellformed_entry(e)]
         if len(wellformed) < minimum:
             raise FlipmoeInputError(
                 f"'root_causes' must list at least {minimum} entr{'y' if minimum == 1 else 'ies'} like "
@@ -510,16 +510,16 @@ class ExploreTools:
         known = {"service": set(self.services), "pod": set(self.pods), "node": set(self.nodes)}
         accepted, rejected = [], []
         for entry in entries:
-            if not _is_wellformed_entry(entry):
+            if not is_wellformed_entry(entry):
                 rejected.append(str(entry)[:80])
                 continue
-            unknown = [entry[level] for level in _ENTRY_LEVELS if entry.get(level) and entry[level] not in known[level]]
+            unknown = [entry[level] for level in ENTRY_LEVELS if entry.get(level) and entry[level] not in known[level]]
             if unknown:
                 rejected += unknown
             else:
                 accepted.append(dict(entry))
         data = {"root_causes": entries, "wellformed": len(wellformed), "accepted": accepted, "rejected": rejected}
-        named = ", ".join(next(e[level] for level in _ENTRY_LEVELS if e.get(level)) for e in accepted)
+        named = ", ".join(next(e[level] for level in ENTRY_LEVELS if e.get(level)) for e in accepted)
         named = named or "nothing known"
         dropped = f"; not in the incident or malformed: {', '.join(rejected)}" if rejected else ""
         return f"answer: {named}{dropped}", data
@@ -561,13 +561,13 @@ def _tool_help() -> str:
     return "\n".join(lines)
 
 
-def _is_wellformed_entry(entry: object) -> bool:
+def is_wellformed_entry(entry: object) -> TypeGuard[Mapping[str, Any]]:
     """A dict with only known keys that names a service, pod or node with a non-empty string."""
-    if not isinstance(entry, Mapping) or not set(entry) <= {*_ENTRY_LEVELS, "reason"}:
+    if not isinstance(entry, Mapping) or not set(entry) <= {*ENTRY_LEVELS, "reason"}:
         return False
     if "reason" in entry and not isinstance(entry["reason"], str):
         return False
-    named = [entry[level] for level in _ENTRY_LEVELS if entry.get(level) is not None]
+    named = [entry[level] for level in ENTRY_LEVELS if entry.get(level) is not None]
     return bool(named) and all(isinstance(v, str) and v.strip() for v in named)
 
 

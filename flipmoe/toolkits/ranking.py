@@ -11,6 +11,7 @@ inference is numpy, and the probabilities are a softmax over the incident's cand
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import defaultdict
@@ -124,8 +125,15 @@ def default_model() -> tuple[RankingModel | None, str | None]:
     """(the installed model, or None when there is none or it cannot be used; why it cannot, if so)."""
     if not MODEL_FILE.is_file():
         return None, None
+    return _load_cached(str(MODEL_FILE), MODEL_FILE.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(path: str, _mtime_ns: int) -> tuple[RankingModel | None, str | None]:
+    """Read once per file version, not once per incident (keyed by modification time, so a retrained model
+    is picked up)."""
     try:
-        return RankingModel.load(MODEL_FILE), None
+        return RankingModel.load(path), None
     except (OSError, ValueError, KeyError, TypeError) as err:  # json.JSONDecodeError is a ValueError
-        return None, f"{MODEL_FILE.name} cannot be used ({type(err).__name__}: {err}); retrain it with " \
+        return None, f"{Path(path).name} cannot be used ({type(err).__name__}: {err}); retrain it with " \
                      "flipmoe train ranking"
