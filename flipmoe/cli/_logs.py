@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
+from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -28,12 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="logs_command", metavar="SUBCOMMAND", required=True)
     templates = commands.add_parser(
         "templates", help="print the template of every log line as JSON lines",
-        description="Mine templates (drain3 with flipmoe's masking) from log messages, one per line, and "
+        description="Mine templates (flipmoe's masking, then Brain-style grouping) from log messages, one per "
+                    "line, and "
                     "write one JSON object per input line: {\"line\": n, \"template_id\": id, \"template\": "
                     "text}. n counts from 1 within each file; with several files each object also has "
-                    "\"file\". Files are read in order and share one set of template ids. Output streams: "
-                    "a template is the one known when its line was read, and later lines may generalise "
-                    "the template of the same id.")
+                    "\"file\". Files are read in order and share one set of template ids. Lines are read and "
+                    "mined in batches of 50,000; a template learnt from one batch keeps its id and text for "
+                    "the lines of later batches that fit it.")
     templates.add_argument("files", nargs="+", metavar="FILE",
                            help="log file, one message per line ('-' for standard input; .gz is unpacked)")
     templates.add_argument("--out", metavar="FILE", help="write here instead of standard output "
@@ -51,7 +53,7 @@ def _templates(args: argparse.Namespace) -> int:
     _check_inputs(args.files)
     if args.max_templates < 1:
         raise FlipmoeInputError(f"--max-templates must be at least 1, got {args.max_templates}")
-    parser = LogParser(config=LogParserConfig(max_clusters=args.max_templates))
+    parser = LogParser(config=LogParserConfig(max_templates=args.max_templates))
     if args.out is None:
         try:
             _write(parser, args.files, sys.stdout)
@@ -93,10 +95,15 @@ def _write(parser: LogParser, files: list[str], out: IO[str]) -> None:
     for name in files:
         with ExitStack() as stack:
             stream = _stdin() if name == STDIN else stack.enter_context(_open(Path(name)))
-            for number, message in enumerate(_lines(stream, name, parser.config.max_message_chars), start=1):
-                parsed = parser.add(message)
-                record = {"line": number, "template_id": parsed.template_id, "template": parsed.template}
-                out.write(json.dumps({"file": name, **record} if several else record) + "\n")
+            # Lines are mined in batches: the parser learns templates from a batch's statistics, and
+            # keeps them for the batches after it.
+            lines = _lines(stream, name, parser.config.max_message_chars)
+            number = 0
+            while batch := list(islice(lines, parser.config.batch_lines)):
+                for parsed in parser.parse(batch):
+                    number += 1
+                    record = {"line": number, "template_id": parsed.template_id, "template": parsed.template}
+                    out.write(json.dumps({"file": name, **record} if several else record) + "\n")
 
 
 def _stdin() -> IO[str]:

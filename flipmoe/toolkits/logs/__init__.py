@@ -13,7 +13,7 @@ from flipmoe.toolkits.logs.compare import (
 )
 from flipmoe.toolkits.logs.masking import MASK_RULES, MaskCache, Masker, MaskRule
 from flipmoe.toolkits.logs.mining import LogParser, LogParserConfig, ParsedLine
-from flipmoe.toolkits.logs.scoring import grouping_accuracy, parsing_accuracy
+from flipmoe.toolkits.logs.scoring import grouping_accuracy, parsing_accuracy, template_accuracy
 
 __all__ = [
     "COUNT_COLUMNS",
@@ -31,6 +31,7 @@ __all__ = [
     "analyse_logs",
     "grouping_accuracy",
     "parsing_accuracy",
+    "template_accuracy",
     "template_counts",
     "with_templates",
 ]

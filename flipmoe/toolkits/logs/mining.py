@@ -1,179 +1,87 @@
-"""Template mining: drain3's Drain behind our masking, in memory, one parser per run.
+"""Template mining: a Brain-style parser behind flipmoe's masking, learning in batches.
 
-`LogParser` wraps a persistence-free `drain3.TemplateMiner`. Template ids are drain3's cluster
-ids: a line keeps its id for the whole run, while the template text of an id may still become
-more general as later lines arrive (`parse` reports the final text, `add` the text so far).
+How a batch of messages becomes templates (after Brain, Yu et al. 2023: groups by the longest
+common pattern, then a column-wise tree; no per-system settings):
 
-Two memories make it fast without changing any result (`cache_size=0` turns them off):
-- masking goes through `MaskCache`, which masks each message shape once;
-- Drain is skipped for a masked message it has already taken when its tree search would end the
-  same way: the search goes down the same nodes of the prefix tree (nodes only ever gain children,
-  so unchanged child counts mean the same way down) to the same leaf, the template it found there
-  is unchanged, and every template of the leaf created or generalised since scores lower for the
-  message than that template did (Drain keeps the first best, so a tie is not trusted). Under
-  `max_clusters`, creating a template may drop any other, so it empties this memory. Drain would
-  then find the same template and leave it as it is, so the parser only counts the line.
+1. Masking (`Masker`, through `MaskCache`) writes the variables that have a recognisable shape
+   (numbers, ids, addresses, paths, durations, `key=value` values, ...) as masks.
+2. Messages are split on whitespace and grouped by token count. Within a count, every
+   (position, token) is counted over the batch. A message's *root* is its longest common pattern:
+   the tokens that share the frequency that most of its tokens have (a tie goes to the higher
+   frequency). Messages with the same root form an initial group. Unlike Drain's prefix tree, a
+   variable first token (`proxy.example.org:5070 close, ...`) does not split a template.
+3. Each group is refined column by column. A column with one word is a constant. A column with
+   few distinct words (fewer than `variable_threshold`; fewer than `IDENTIFIER_THRESHOLD` when every
+   word holds a character other than a letter, as names of files, hosts and classes do) splits the
+   group, one part per word (`Link ok` / `Link error`, `as bytes` / `as values`); the column with
+   fewest words splits first, and the parts are refined again. A column never splits when its words
+   are all one-offs, when one of them holds a mask (masking found a variable there), or when they are
+   one name with different numbers (`U01` / `U11`). Any other column is a variable.
+4. A variable column keeps the start and end its words share, up to punctuation (`[node-<*>]`).
+5. Within a batch, a template whose every token fits a more general template of the same length
+   joins it (its constant was one value of the other's variable); templates that differ only in
+   how many tokens a variable stretch spans (`<*> <*>` vs `<*>`: multi-word variables,
+   lists of varying length) are one template.
+
+Streaming: templates learnt from earlier batches are kept, and a message that fits one (the most
+specific that fits) is assigned to it without mining; only the rest of a batch is mined. A
+template id never changes its text once made, and a message keeps the id it was first given.
+`parse` mines a whole batch at once and is the way to feed the parser (the CLI reads files in
+batches of `batch_lines`); `add` is a batch of one, so a message that fits no template becomes one
+on its own.
+
+Why written here and not taken from a library: drain3 (the maintained Drain) is a prefix tree
+with a similarity threshold, which splits templates on variable first tokens and merges messages
+that differ in one constant word; Brain's published code is a research script with per-data-set
+settings and no package. The LogHub benchmark (`benchmarks/bench_log_parsing.py`) compares this
+parser with drain3 in the same run.
 """
 
 from __future__ import annotations
 
-import operator
 import os
 import re
+from bisect import insort
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from drain3 import TemplateMiner
-from drain3.drain import Drain, LogCluster, Node
-from drain3.template_miner_config import TemplateMinerConfig
 
 from flipmoe.errors import FlipmoeInputError
-from flipmoe.toolkits.logs.masking import MASK_PREFIX, MASK_SUFFIX, MEMORY_CHARS_PER_ENTRY, MaskCache, Masker
+from flipmoe.toolkits.logs.masking import MASK_PREFIX, MASK_SUFFIX, MEMORY_CHARS_PER_ENTRY, WILDCARD, MaskCache, Masker
+
+# The parser's own wildcard, written like a mask so that `Masker.render` turns it into `<*>`.
+PARAM = MASK_PREFIX + "*" + MASK_SUFFIX
 
 
 @dataclass(kw_only=True)
 class LogParserConfig:
-    """Drain settings; the same for every system (no per-system tuning)."""
+    """The parser's settings; the same for every system (no per-system tuning)."""
 
-    sim_th: float = 0.7
-    """Share of a template's constant tokens a line must equal to join it. Higher than drain3's 0.4:
-    once masking has taken the variables out, tokens that still differ are mostly words that tell
-    events apart (`Link ok` / `Link error`)."""
-    depth: int = 4
-    """Depth of Drain's prefix tree (>= 3): the root, the token count, then `depth - 2` leading tokens."""
-    max_children: int = 100
-    """Children of a tree node before further distinct tokens share a wildcard child."""
-    max_clusters: int | None = None
-    """Keep at most this many templates (least recently used are dropped); None means unbounded."""
+    variable_threshold: int = 8
+    """A column of a group with this many distinct words or more is a variable; with fewer (and
+    not all of them one-offs) the group splits by it. Chosen by leave-one-system-out on the LogHub
+    dev systems (`benchmarks/bench_log_parsing.py --loso`)."""
+    max_templates: int | None = None
+    """Keep at most this many templates (the least recently used are dropped); None: unbounded."""
     max_message_chars: int = 4096
     """Longer messages are cut before mining, so one huge line cannot dominate time or memory."""
     cache_size: int = 100_000
-    """Message shapes, pieces of shapes and masked messages remembered to skip work that would give
-    the same result (module docstring); each memory is emptied when it reaches this size. 0: none."""
+    """Message shapes and masked messages remembered (masking once per shape, matching once per
+    masked message); each memory is emptied when it reaches this size. 0: none."""
+    batch_lines: int = 50_000
+    """Lines the CLI reads before mining them together (more: better statistics, more memory)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.sim_th <= 1.0:
-            raise FlipmoeInputError(f"sim_th must be in (0, 1], got {self.sim_th}")
-        if self.depth < 3:
-            raise FlipmoeInputError(f"depth must be at least 3, got {self.depth}")
-        if self.max_children < 2:
-            raise FlipmoeInputError(f"max_children must be at least 2, got {self.max_children}")
-        if self.max_clusters is not None and self.max_clusters < 1:
-            raise FlipmoeInputError(f"max_clusters must be positive or None, got {self.max_clusters}")
+        if self.variable_threshold < 2:
+            raise FlipmoeInputError(f"variable_threshold must be at least 2, got {self.variable_threshold}")
+        if self.max_templates is not None and self.max_templates < 1:
+            raise FlipmoeInputError(f"max_templates must be positive or None, got {self.max_templates}")
         if self.max_message_chars < 16:
             raise FlipmoeInputError(f"max_message_chars must be at least 16, got {self.max_message_chars}")
         if self.cache_size < 0:
             raise FlipmoeInputError(f"cache_size must be 0 (no caching) or more, got {self.cache_size}")
-
-
-# Templates whose wildcard positions (AffixDrain) and rendered text (LogParser) are remembered.
-_WILDCARD_MEMORY = _RENDERED = 10_000
-
-
-class AffixDrain(Drain):
-    """Drain whose wildcards keep what the merged tokens share at their edges.
-
-    Plain Drain turns `[node-12]` and `[node-47]` into `<*>`; this keeps `[node-<*>]`. A shared
-    prefix is kept up to a punctuation mark or up to where digits begin (`eth<*>`), a shared suffix
-    from a punctuation mark on (`<*>,`), and masks are never cut. Such a partial wildcard counts
-    as a wildcard for any token that fits it, so matching and similarity work as in Drain.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._wildcard_positions: dict[tuple[str, ...], tuple[int, ...]] = {}
-
-    def create_template(self, seq1: Sequence[str], seq2: Sequence[str]) -> list[str]:
-        # seq1: the new line's tokens; seq2: the template's.
-        return [kept if self._fits(kept, token) else self._generalise(kept, token)
-                for token, kept in zip(seq1, seq2, strict=True)]
-
-    def get_seq_distance(self, seq1: Sequence[str], seq2: Sequence[str],
-                         include_params: bool) -> tuple[float, int]:
-        # seq1: the template's tokens; seq2: the line's. A token that fits a wildcard of the
-        # template counts as a parameter, else an equal token as similar.
-        if not seq1:
-            return 1.0, 0
-        if len(seq1) != len(seq2):
-            raise ValueError("a template and a line of different lengths")
-        similar = sum(map(operator.eq, seq1, seq2))
-        params = 0
-        for position in self._wildcards(seq1):
-            template_token, token = seq1[position], seq2[position]
-            if self._fits(template_token, token):
-                params += 1
-                if template_token == token:
-                    similar -= 1
-        return (similar + params if include_params else similar) / len(seq1), params
-
-    def _wildcards(self, template: Sequence[str]) -> tuple[int, ...]:
-        """Positions of the template's tokens that hold a wildcard (remembered per template)."""
-        key = tuple(template)
-        positions = self._wildcard_positions.get(key)
-        if positions is None:
-            if len(self._wildcard_positions) >= _WILDCARD_MEMORY:
-                self._wildcard_positions.clear()
-            positions = self._wildcard_positions[key] = \
-                tuple(position for position, token in enumerate(template) if self.param_str in token)
-        return positions
-
-    def _fits(self, template_token: str, token: str) -> bool:
-        if template_token == token or template_token == self.param_str:
-            return True
-        prefix, wildcard, suffix = template_token.partition(self.param_str)
-        return bool(wildcard) and len(token) > len(prefix) + len(suffix) \
-            and token.startswith(prefix) and token.endswith(suffix)
-
-    def _generalise(self, template_token: str, token: str) -> str:
-        prefix, wildcard, suffix = template_token.partition(self.param_str)
-        if not wildcard:
-            prefix = suffix = template_token
-        # The wildcard must stand for at least one character of the line, and of the template
-        # token when that has no wildcard yet.
-        shortest = len(token) if wildcard else min(len(token), len(template_token))
-        front = _shared_edge(prefix, token, back=False, limit=shortest - 1)
-        back = _shared_edge(suffix, token, back=True, limit=shortest - len(front) - 1)
-        return front + self.param_str + back
-
-
-_MASK_SPAN = re.compile(re.escape(MASK_PREFIX) + r"[^\s]*?" + re.escape(MASK_SUFFIX))
-
-
-def _shared_edge(a: str, b: str, *, back: bool, limit: int) -> str:
-    """The longest common start (`back`: end), at most `limit` long, of `a` and `b` that stops
-    where a wildcard may begin.
-
-    That is after a punctuation mark, or between a letter and digits that follow it in both
-    strings (`eth<*>`); never inside a `<:MASK:>`.
-    """
-    masks = [match.span() for match in _MASK_SPAN.finditer(a)]
-    if back:
-        a, b = a[::-1], b[::-1]
-    common = min(len(os.path.commonprefix([a, b])), limit)
-    for cut in range(common, 0, -1):
-        position = len(a) - cut if back else cut
-        if any(start < position < end for start, end in masks):
-            continue
-        edge = a[cut - 1]
-        digits_follow = cut < len(a) and cut < len(b) and a[cut].isdigit() and b[cut].isdigit()
-        if not edge.isalnum() or (edge.isalpha() and digits_follow):
-            return a[:cut][::-1] if back else a[:cut]
-    return ""
-
-
-@dataclass(slots=True)
-class _Mined:
-    """What Drain did with a masked message the last time it took it."""
-
-    template_id: int
-    score: tuple[float, int]
-    """(similarity, wildcards matched) of the message to the template, as Drain's search ranks them."""
-    way: tuple[tuple[Node, int], ...]
-    """The inner nodes the search went through, each with its number of children then."""
-    leaf: Node
-    seen: int
-    """How many changes of the leaf's templates this takes into account."""
+        if self.batch_lines < 1:
+            raise FlipmoeInputError(f"batch_lines must be positive, got {self.batch_lines}")
 
 
 @dataclass(frozen=True)
@@ -184,179 +92,401 @@ class ParsedLine:
     template: str
 
 
+Tokens = tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Shape:
+    """One token sequence of a template (a template has one per token count it was seen with)."""
+
+    template_id: int
+    tokens: Tokens
+    wildcards: int = field(init=False)
+    """Tokens holding a wildcard or mask: fewer is more specific, and is tried first."""
+    anchor: tuple[int, str] = field(init=False)
+    """The first token without a wildcard, and its position ((-1, "") when none): the index key."""
+    constants: tuple[tuple[int, str], ...] = field(init=False)
+    affixes: tuple[tuple[int, str, str], ...] = field(init=False)
+    """(position, prefix, suffix) of each wildcard token that keeps a prefix or suffix."""
+
+    def __post_init__(self) -> None:
+        self.wildcards = sum(PARAM in token or MASK_PREFIX in token for token in self.tokens)
+        self.constants = tuple((position, token) for position, token in enumerate(self.tokens) if PARAM not in token)
+        self.anchor = self.constants[0] if self.constants else (-1, "")
+        affixes = []
+        for position, token in enumerate(self.tokens):
+            prefix, wildcard, suffix = token.partition(PARAM)
+            if wildcard and (prefix or suffix):
+                affixes.append((position, prefix, suffix))
+        self.affixes = tuple(affixes)
+
+    def fits(self, tokens: Tokens) -> bool:
+        for position, token in self.constants:
+            if tokens[position] != token:
+                return False
+        for position, prefix, suffix in self.affixes:
+            token = tokens[position]
+            if len(token) <= len(prefix) + len(suffix) or not token.startswith(prefix) or not token.endswith(suffix):
+                return False
+        return True
+
+
+@dataclass(slots=True)
+class _Template:
+    template_id: int
+    text: str
+    key: str
+    shapes: list[_Shape]
+    last_used: int = 0
+    pattern: re.Pattern[str] | None = None
+
+
+def _fits(template_token: str, token: str) -> bool:
+    """Whether a message token is one the template token stands for."""
+    if template_token == token or template_token == PARAM:
+        return True
+    prefix, wildcard, suffix = template_token.partition(PARAM)
+    return bool(wildcard) and len(token) > len(prefix) + len(suffix) \
+        and token.startswith(prefix) and token.endswith(suffix)
+
+
+def _specificity(shape: _Shape) -> int:
+    return shape.wildcards
+
+
+_MASK_SPAN = re.compile(re.escape(MASK_PREFIX) + r"[^\s]*?" + re.escape(MASK_SUFFIX))
+_WILDCARD_RUNS = re.compile(re.escape(WILDCARD) + r"(?:\s+" + re.escape(WILDCARD) + r")+")
+
+
+def _edge(values: Sequence[str], *, back: bool, limit: int) -> str:
+    """The longest start (`back`: end) that all `values` share, at most `limit` long, cut where a
+    wildcard may begin: after a punctuation mark, or between a letter and digits that follow it
+    in every value (`eth<*>`); never inside a `<:MASK:>`."""
+    if limit <= 0:
+        return ""
+    oriented = [value[::-1] for value in values] if back else list(values)
+    common = min(len(os.path.commonprefix(oriented)), limit)
+    first = values[0]
+    masks = [match.span() for match in _MASK_SPAN.finditer(first)]
+    for cut in range(common, 0, -1):
+        position = len(first) - cut if back else cut
+        if any(start < position < end for start, end in masks):
+            continue
+        edge = oriented[0][cut - 1]
+        digits_follow = all(cut < len(value) and value[cut].isdigit() for value in oriented)
+        if not edge.isalnum() or (edge.isalpha() and digits_follow):
+            kept = oriented[0][:cut]
+            return kept[::-1] if back else kept
+    return ""
+
+
+def _generalise(values: Sequence[str]) -> str:
+    """One token standing for all `values`: their shared edges around a wildcard."""
+    shortest = min(len(value) for value in values)
+    front = _edge(values, back=False, limit=shortest - 1)
+    back = _edge(values, back=True, limit=shortest - len(front) - 1)
+    return front + PARAM + back
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+IDENTIFIER_THRESHOLD = 4
+"""A column whose words are all identifiers (each holds a character other than a letter: `chrome.exe`,
+`ee0`, `/tmp`, `x_y`) is a variable from this many distinct words on, whatever `variable_threshold` says:
+names of files, hosts and classes vary, plain words (`NEW`, `boot`, `bytes`) enumerate."""
+_NOT_LETTER = re.compile(r"[^A-Za-z]")
+
+
+def _identifier(word: str) -> bool:
+    return _NOT_LETTER.search(word) is not None
+
+
+def _numbered(words: Iterable[str]) -> bool:
+    """Whether the words are one name with different numbers (`U01`, `U11`): a variable, whereas
+    `ee0` and `alt0` are two names."""
+    skeletons = {_DIGITS.sub("0", word) for word in words}
+    return len(skeletons) == 1 and "0" in next(iter(skeletons))
+
+
+_Row = tuple[Tokens, int]  # a distinct masked message's tokens, and how many lines it stands for
+
+
 @dataclass(kw_only=True)
 class LogParser:
-    """Mine templates from log messages: `add` one at a time (streaming) or `parse` a batch."""
+    """Mine templates from log messages: `parse` a batch, or `add` one at a time."""
 
     config: LogParserConfig = field(default_factory=LogParserConfig)
     _masker: Masker = field(init=False, repr=False)
-    _miner: TemplateMiner = field(init=False, repr=False)
     _masks: MaskCache = field(init=False, repr=False)
-    # Masked message -> its last mining: what it matched and how well, and where the search went.
-    _mined: dict[str, _Mined] = field(init=False, repr=False, default_factory=dict)
-    # id of a leaf node -> the templates of the leaf created or changed, in order (one per change).
-    _changes: dict[int, list[int]] = field(init=False, repr=False, default_factory=dict)
-    _mined_chars: int = field(init=False, repr=False, default=0)
-    _rendered: dict[str, str] = field(init=False, repr=False, default_factory=dict)
+    _templates: dict[int, _Template] = field(init=False, repr=False, default_factory=dict)
+    _by_key: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    # token count -> anchor (first constant token and its position) -> shapes, most specific first
+    _index: dict[int, dict[tuple[int, str], list[_Shape]]] = field(init=False, repr=False, default_factory=dict)
+    # masked message -> its template id (a message keeps the id it was first given)
+    _assigned: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    _assigned_chars: int = field(init=False, repr=False, default=0)
+    _next_id: int = field(init=False, repr=False, default=1)
+    _clock: int = field(init=False, repr=False, default=0)
 
     def __post_init__(self) -> None:
         self._masker = Masker()
         self._masks = MaskCache(self._masker, size=self.config.cache_size)
-        miner_config = TemplateMinerConfig()
-        miner_config.drain_sim_th = self.config.sim_th
-        miner_config.drain_depth = self.config.depth
-        miner_config.drain_max_children = self.config.max_children
-        miner_config.drain_max_clusters = self.config.max_clusters
-        miner_config.masking_instructions = list(self._masker.rules)
-        miner_config.mask_prefix, miner_config.mask_suffix = MASK_PREFIX, MASK_SUFFIX
-        self._miner = TemplateMiner(persistence_handler=None, config=miner_config)
-        # TemplateMiner builds a plain Drain from the same settings; swap in the affix-keeping one.
-        drain = self._miner.drain
-        self._miner.drain = AffixDrain(depth=drain.log_cluster_depth, sim_th=drain.sim_th,
-                                       max_children=drain.max_children, max_clusters=drain.max_clusters,
-                                       extra_delimiters=drain.extra_delimiters, param_str=drain.param_str,
-                                       parametrize_numeric_tokens=drain.parametrize_numeric_tokens)
+
+    # ------------------------------------------------------------------------------------ public
 
     def add(self, message: str) -> ParsedLine:
-        """Learn from one message; its template as known so far."""
-        cluster = self._add(message)
-        return ParsedLine(cluster.cluster_id, self._render(cluster.get_template()))
+        """Learn from one message; its template."""
+        return self.parse([message])[0]
 
     def fit(self, messages: Iterable[str]) -> list[int]:
         """Learn from every message; the template id of each."""
-        return [self._add(message).cluster_id for message in messages]
+        return [line.template_id for line in self.parse(list(messages))]
 
     def parse(self, messages: Sequence[str]) -> list[ParsedLine]:
-        """Learn from every message, then give each the final template of its id.
+        """Learn from the batch; the template of each message.
 
-        Identical messages are mined once: a repeat would only join its template again.
+        Messages that fit a template learnt before keep to it; the others are mined together.
         """
-        distinct = dict.fromkeys(messages)
-        if self.config.max_clusters is None:
-            ids = {message: self._add(message).cluster_id for message in distinct}
-            final = self.templates
-            lines = {template_id: ParsedLine(template_id, final[template_id]) for template_id in set(ids.values())}
-            return [lines[ids[message]] for message in messages]
-        first_seen = {message: self.add(message) for message in distinct}
-        final = self.templates
-        # A template dropped under `max_clusters` keeps the text it had when its line was added.
-        return [ParsedLine(line.template_id, final.get(line.template_id, line.template))
-                for line in (first_seen[message] for message in messages)]
+        cut = self.config.max_message_chars
+        masked = [self._masks.mask(message[:cut]) for message in messages]
+        counts = Counter(masked)
+        ids: dict[str, int] = {}
+        new: dict[str, int] = {}
+        for text, count in counts.items():
+            known = self._assigned.get(text)
+            if known is None or known not in self._templates:
+                known = self._match(text)
+            if known is None:
+                new[text] = count
+            else:
+                ids[text] = known
+        if new:
+            ids.update(self._mine(new))
+        self._clock += 1
+        lines: dict[int, ParsedLine] = {}
+        for text, template_id in ids.items():
+            self._remember(text, template_id)
+            if template_id not in lines:
+                template = self._templates[template_id]
+                template.last_used = self._clock
+                lines[template_id] = ParsedLine(template_id, template.text)
+        self._bound()
+        by_text = {text: lines[template_id] for text, template_id in ids.items()}
+        return [by_text[text] for text in masked]
 
     def match(self, message: str) -> ParsedLine | None:
         """The template a message fits without learning from it; None when none fits."""
-        masked = self._masks.mask(message[: self.config.max_message_chars])
-        cluster = self._miner.drain.match(masked, full_search_strategy="fallback")
-        if cluster is None:
+        text = self._masks.mask(message[: self.config.max_message_chars])
+        template_id = self._assigned.get(text)
+        if template_id is None or template_id not in self._templates:
+            template_id = self._match(text)
+        if template_id is None:
             return None
-        return ParsedLine(cluster.cluster_id, self._render(cluster.get_template()))
+        return ParsedLine(template_id, self._templates[template_id].text)
 
     @property
     def templates(self) -> dict[int, str]:
         """Template id -> template text (`<*>` for variables) of every template kept."""
-        return {cluster.cluster_id: self._render(cluster.get_template())
-                for cluster in self._miner.drain.clusters}
+        return {template_id: template.text for template_id, template in self._templates.items()}
 
     def parameters(self, message: str, template_id: int) -> list[str] | None:
         """The variable parts of `message` under template `template_id`; None if it does not fit."""
-        cluster = self._miner.drain.id_to_cluster.get(template_id)
-        if cluster is None:
+        template = self._templates.get(template_id)
+        if template is None:
             return None
-        # Masks keep context around the value (`blk_<:ID:>`), so their regexes cannot be reused as
-        # they are for matching; drain3's approximate matching (`.+?` per mask) fits instead.
-        message = message[: self.config.max_message_chars]
-        extracted = self._miner.extract_parameters(cluster.get_template(), message, exact_matching=False)
-        return None if extracted is None else [parameter.value for parameter in extracted]
+        if template.pattern is None:
+            # Masks keep context around the value (`blk_<:ID:>`), so their regexes cannot be reused
+            # as they are: each `<*>` of a shape's text matches the shortest run that fits.
+            alternatives = []
+            for shape in template.shapes:
+                pieces = self._masker.render(" ".join(shape.tokens)).split(WILDCARD)
+                alternatives.append("(.*?)".join(r"\s+".join(map(re.escape, piece.split(" "))) for piece in pieces))
+            template.pattern = re.compile("|".join(f"(?:{alternative})" for alternative in alternatives), re.DOTALL)
+        found = template.pattern.fullmatch(message[: self.config.max_message_chars].strip())
+        if found is None:
+            return None
+        return [value for value in found.groups() if value is not None]
 
-    def _add(self, message: str) -> LogCluster:
-        """What `TemplateMiner.add_log_message` does (mask, then Drain), with the memories."""
-        masked = self._masks.mask(message[: self.config.max_message_chars])
-        drain = self._miner.drain
-        if not self.config.cache_size:
-            return drain.add_log_message(masked)[0]
-        known = self._mined.get(masked)
-        if known is not None and self._still_found(known, masked):
-            # Drain's search would end at this template and find nothing to generalise: count the
-            # line and touch the template (for `max_clusters`), as `Drain.add_log_message` does.
-            cluster = drain.id_to_cluster[known.template_id]
-            cluster.size += 1
-            return cluster
-        cluster, change = drain.add_log_message(masked)
-        if change == "cluster_created" and self.config.max_clusters is not None:
-            self._forget()  # the new template may have dropped one of any leaf
-        tokens = drain.get_content_as_tokens(masked)
-        way, leaf = self._way_down(tokens)
-        changes = self._changes.setdefault(id(leaf), [])
-        if change != "none":
-            # The changed template is in the leaf the message's search now reaches: a new one was
-            # put where the search goes, a generalised one was found there.
-            changes.append(cluster.cluster_id)
-        score = drain.get_seq_distance(cluster.log_template_tokens, tokens, False)
-        if change == "none" or (change == "cluster_created" and score[0] >= drain.sim_th):
-            # Unchanged, Drain would find this template again. So it would a template just made
-            # of the message if that reaches the threshold: the leaf's other templates all stayed
-            # below it, as none took the message.
-            self._remember(masked, _Mined(cluster.cluster_id, score, way, leaf, len(changes)))
-        else:
-            # A generalised template may now rank below another: mine the message again next time.
-            self._remember(masked, _Mined(cluster.cluster_id, score, way, leaf, len(changes) - 1))
-        return cluster
+    # ---------------------------------------------------------------------------------- matching
 
-    def _still_found(self, known: _Mined, masked: str) -> bool:
-        """Whether Drain's search for `masked` would still end at the template it found last time."""
-        if not all(len(node.key_to_child_node) == children for node, children in known.way):
-            return False
-        changes = self._changes.get(id(known.leaf))
-        if changes is None:
-            return False
-        if known.seen == len(changes):
-            return True
-        changed = set(changes[known.seen:])
-        if known.template_id in changed:
-            return False
-        drain = self._miner.drain
-        tokens = drain.get_content_as_tokens(masked)
-        for template_id in changed:
-            rival = drain.id_to_cluster.get(template_id)
-            if rival is not None and drain.get_seq_distance(rival.log_template_tokens, tokens, False) >= known.score:
-                return False
-        known.seen = len(changes)
-        return True
+    def _match(self, text: str) -> int | None:
+        """The most specific template that fits a masked message."""
+        tokens = _tokens(text)
+        by_anchor = self._index.get(len(tokens))
+        if not by_anchor:
+            return None
+        best: _Shape | None = None
+        for position in {position for position, _ in by_anchor}:
+            for shape in by_anchor.get((position, tokens[position] if position >= 0 else ""), ()):
+                if best is not None and shape.wildcards >= best.wildcards:
+                    break
+                if shape.fits(tokens):
+                    best = shape
+                    break
+        return None if best is None else best.template_id
 
-    def _remember(self, masked: str, mined: _Mined) -> None:
+    def _remember(self, text: str, template_id: int) -> None:
         size = self.config.cache_size
-        self._mined_chars += len(masked)
-        if len(self._mined) >= size or mined.seen >= size or self._mined_chars > size * MEMORY_CHARS_PER_ENTRY:
-            self._forget()  # and this one too: its leaf's log is gone
+        if not size:
             return
-        self._mined[masked] = mined
+        if text not in self._assigned:
+            self._assigned_chars += len(text)
+            if len(self._assigned) >= size or self._assigned_chars > size * MEMORY_CHARS_PER_ENTRY:
+                self._assigned.clear()
+                self._assigned_chars = len(text)
+        self._assigned[text] = template_id
 
-    def _forget(self) -> None:
-        self._mined.clear()
-        self._changes.clear()
-        self._mined_chars = 0
+    # ------------------------------------------------------------------------------------ mining
 
-    def _way_down(self, tokens: Sequence[str]) -> tuple[tuple[tuple[Node, int], ...], Node]:
-        """The nodes `Drain.tree_search` goes through for `tokens`, each with its number of children,
-        and the leaf it ends at (a message just added always has one)."""
-        drain = self._miner.drain
-        node = drain.root_node.key_to_child_node[str(len(tokens))]
-        way = []
-        depth = 1
-        for token in tokens:
-            if depth >= drain.max_node_depth or depth == len(tokens):
+    def _mine(self, batch: dict[str, int]) -> dict[str, int]:
+        """Templates for a batch of masked messages (with their line counts); their ids."""
+        by_length: dict[int, list[_Row]] = defaultdict(list)
+        tokenised = {text: _tokens(text) for text in batch}
+        for text, count in batch.items():
+            tokens = tokenised[text]
+            by_length[len(tokens)].append((tokens, count))
+        ids: dict[Tokens, int] = {}
+        for rows in by_length.values():
+            groups = [group for initial in _initial_groups(rows) for group in self._refine(initial)]
+            shapes = [_template_tokens(group) for group in groups]
+            general = _most_general(shapes)
+            made: dict[Tokens, int] = {}
+            for group, tokens in zip(groups, shapes, strict=True):
+                tokens = general.get(tokens, tokens)
+                template_id = made.get(tokens)
+                if template_id is None:
+                    template_id = made[tokens] = self._template_for(tokens)
+                for row in group:
+                    ids[row[0]] = template_id
+        return {text: ids[tokenised[text]] for text in batch}
+
+    def _refine(self, rows: list[_Row]) -> list[list[_Row]]:
+        """Split a group by its columns of few distinct words (module docstring, step 3)."""
+        threshold = self.config.variable_threshold
+        width = len(rows[0][0])
+        done: list[list[_Row]] = []
+        pending = [rows]
+        while pending:
+            group = pending.pop()
+            best: tuple[int, int] | None = None
+            for position in range(width):
+                words: Counter[str] = Counter()
+                for tokens, count in group:
+                    words[tokens[position]] += count
+                distinct = len(words)
+                limit = IDENTIFIER_THRESHOLD if all(map(_identifier, words)) else threshold
+                if distinct < 2 or distinct >= limit or max(words.values()) == 1 \
+                        or any(MASK_PREFIX in word for word in words) or _numbered(words):
+                    continue
+                if best is None or distinct < best[0]:
+                    best = (distinct, position)
+            if best is None:
+                done.append(group)
+                continue
+            position = best[1]
+            parts: dict[str, list[_Row]] = defaultdict(list)
+            for row in group:
+                parts[row[0][position]].append(row)
+            pending.extend(parts.values())
+        return done
+
+    def _template_for(self, tokens: Tokens) -> int:
+        """The id of the template with these tokens: a new one, or the one it is the same as."""
+        text = self._masker.render(" ".join(tokens))
+        key = _WILDCARD_RUNS.sub(WILDCARD, text)
+        template_id = self._by_key.get(key)
+        if template_id is not None and template_id in self._templates:
+            template = self._templates[template_id]
+        else:
+            template_id = self._next_id
+            self._next_id += 1
+            template = self._templates[template_id] = _Template(template_id, text, key, [])
+            self._by_key[key] = template_id
+        if all(shape.tokens != tokens for shape in template.shapes):
+            shape = _Shape(template_id, tokens)
+            template.shapes.append(shape)
+            template.pattern = None
+            insort(self._index.setdefault(len(tokens), {}).setdefault(shape.anchor, []), shape, key=_specificity)
+        return template_id
+
+    def _bound(self) -> None:
+        """Drop the least recently used templates beyond `max_templates` (down to 90% of it)."""
+        limit = self.config.max_templates
+        if limit is None or len(self._templates) <= limit:
+            return
+        keep = max(1, limit * 9 // 10)
+        by_use = sorted(self._templates.values(), key=lambda template: template.last_used)
+        dropped = by_use[: len(self._templates) - keep]
+        for template in dropped:
+            del self._templates[template.template_id]
+            self._by_key.pop(template.key, None)
+            for shape in template.shapes:
+                by_anchor = self._index[len(shape.tokens)]
+                by_anchor[shape.anchor].remove(shape)
+                if not by_anchor[shape.anchor]:
+                    del by_anchor[shape.anchor]
+        self._assigned.clear()
+        self._assigned_chars = 0
+
+
+# A data-size unit after a number is part of the value (`5.2 KB,` is one variable and its comma).
+_SIZE_UNIT = re.compile(r"(?:[KMGTP]i?)?B(?P<rest>[^\w<]*)")
+
+
+def _tokens(text: str) -> Tokens:
+    """A masked message's tokens: split on whitespace, a size unit joined to the number before it."""
+    tokens = text.split()
+    if len(tokens) < 2 or not any(token[0] in "KMGTPB" for token in tokens):
+        return tuple(tokens)
+    joined: list[str] = []
+    for token in tokens:
+        unit = _SIZE_UNIT.fullmatch(token) if token[0] in "KMGTPB" else None
+        if unit is not None and joined and joined[-1].endswith(MASK_SUFFIX):
+            joined[-1] += unit["rest"]
+        else:
+            joined.append(token)
+    return tuple(joined)
+
+
+def _initial_groups(rows: list[_Row]) -> list[list[_Row]]:
+    """Messages of one token count grouped by their root (module docstring, step 2)."""
+    frequency: Counter[tuple[int, str]] = Counter()
+    for tokens, count in rows:
+        for position, token in enumerate(tokens):
+            frequency[position, token] += count
+    groups: dict[tuple[str | None, ...], list[_Row]] = defaultdict(list)
+    for row in rows:
+        tokens = row[0]
+        frequencies = [frequency[position, token] for position, token in enumerate(tokens)]
+        shared = Counter(frequencies)
+        root_frequency = max(shared.items(), key=lambda item: (item[1], item[0]))[0] if shared else 0
+        root = tuple(token if f == root_frequency else None for token, f in zip(tokens, frequencies, strict=True))
+        groups[root].append(row)
+    return list(groups.values())
+
+
+def _template_tokens(group: list[_Row]) -> Tokens:
+    """A group's template: its constant columns as they are, the others generalised."""
+    columns = zip(*(tokens for tokens, _ in group), strict=True)
+    template = []
+    for column in columns:
+        values = list(dict.fromkeys(column))
+        template.append(values[0] if len(values) == 1 else _generalise(values))
+    return tuple(template)
+
+
+def _most_general(shapes: list[Tokens]) -> dict[Tokens, Tokens]:
+    """For each shape that a more general shape of the batch fits token by token, that shape (the
+    one with most wildcards); step 5 of the module docstring."""
+    wildcards = {shape: sum(PARAM in token for token in shape) for shape in shapes}
+    general: dict[Tokens, Tokens] = {}
+    by_generality = sorted(set(shapes), key=lambda shape: -wildcards[shape])
+    for shape in by_generality:
+        for other in by_generality:
+            if wildcards[other] <= wildcards[shape]:
                 break
-            children = node.key_to_child_node
-            way.append((node, len(children)))
-            child = children.get(token)
-            node = children[drain.param_str] if child is None else child
-            depth += 1
-        return tuple(way), node
-
-    def _render(self, template: str) -> str:
-        rendered = self._rendered.get(template)
-        if rendered is None:
-            if len(self._rendered) >= (min(self.config.cache_size, _RENDERED) or 1):
-                self._rendered.clear()
-            rendered = self._rendered[template] = self._masker.render(template)
-        return rendered
+            if all(_fits(mine, token) for mine, token in zip(other, shape, strict=True)):
+                general[shape] = general.get(other, other)
+                break
+    return general

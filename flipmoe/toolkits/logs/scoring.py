@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 
 
@@ -15,9 +15,10 @@ def grouping_accuracy(truth: Sequence[Hashable], predicted: Sequence[Hashable]) 
     _check_lengths(truth, predicted)
     if not truth:
         return 0.0
-    true_groups = _groups(truth)
-    predicted_groups = _groups(predicted)
-    right = sum(1 for t, p in zip(truth, predicted, strict=True) if true_groups[t] == predicted_groups[p])
+    # The lines of a (true, predicted) pair are right when the pair holds all lines of both groups.
+    pairs = Counter(zip(truth, predicted, strict=True))
+    true_sizes, predicted_sizes = Counter(truth), Counter(predicted)
+    right = sum(count for (t, p), count in pairs.items() if count == true_sizes[t] == predicted_sizes[p])
     return right / len(truth)
 
 
@@ -28,6 +29,30 @@ def parsing_accuracy(truth: Sequence[str], predicted: Sequence[str]) -> float:
         return 0.0
     right = sum(1 for t, p in zip(truth, predicted, strict=True) if _squash(t) == _squash(p))
     return right / len(truth)
+
+
+def template_accuracy(truth: Sequence[str], predicted_ids: Sequence[Hashable],
+                      predicted: Sequence[str]) -> float:
+    """FTA (Khan et al., 2022): the F1 of template identification.
+
+    A predicted template is right when its group holds exactly the lines of one true template and
+    its text equals that template up to whitespace; precision is over the predicted templates,
+    recall over the true ones.
+    """
+    _check_lengths(truth, predicted_ids)
+    _check_lengths(truth, predicted)
+    if not truth:
+        return 0.0
+    true_groups = _groups(truth)
+    predicted_groups = _groups(predicted_ids)
+    text = {template_id: template for template_id, template in zip(predicted_ids, predicted, strict=True)}
+    right = 0
+    for template_id, lines in predicted_groups.items():
+        true_template = truth[next(iter(lines))]
+        if true_groups[true_template] == lines and _squash(text[template_id]) == _squash(true_template):
+            right += 1
+    precision, recall = right / len(predicted_groups), right / len(true_groups)
+    return 0.0 if right == 0 else 2 * precision * recall / (precision + recall)
 
 
 def _groups(labels: Sequence[Hashable]) -> dict[Hashable, frozenset[int]]:
