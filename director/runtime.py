@@ -585,10 +585,18 @@ class RayExecutor:
         self._box = None
 
 
-def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to the cluster at `address`, or start a local Ray (no dashboard) with `num_cpus` workers."""
+def start_ray(*, address: str | None = None, num_cpus: int | None = None, loopback_only: bool = False) -> None:
+    """Connect to the cluster at `address`, or start a local Ray (no dashboard) with `num_cpus` workers.
+
+    `loopback_only`: a local Ray listens on 127.0.0.1 only (for a service bound to localhost). Ray
+    otherwise resolves its node address to the machine's external one and its ports answer there; its
+    single-machine mode, chosen by this environment variable, keeps them on the loopback. The variable is
+    read when `ray` is first imported, so it must be set before that (start-up code imports Ray here).
+    """
     import os
 
+    if loopback_only and not address:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():

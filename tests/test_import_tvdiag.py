@@ -101,7 +101,7 @@ def test_bad_release_is_one_clear_error(tmp_path, capsys):
     release = write_release(tmp_path / "release")
     (release / "shop" / "raw" / "metrics.json").write_text("{not json", encoding="utf-8")
     assert main(["import", "tvdiag", str(release), "--out", str(tmp_path / "out")]) == 2
-    assert "metrics.json: not JSON" in capsys.readouterr().err
+    assert "metrics.json: not valid JSON" in capsys.readouterr().err
 
 
 def test_alerts_are_causes_or_symptoms_by_what_they_measure(tmp_path):

@@ -27,21 +27,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-server-paths", metavar="ROOT",
                         help="accept {\"path\": ...} submissions of incident directories under ROOT")
     parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--upload-quota-gib", type=float, default=16.0,
+                        help="disk space for uploaded incidents and their reports (default 16 GiB)")
+    parser.add_argument("--keep-jobs", type=int, default=1000,
+                        help="finished jobs kept with their files; older ones are removed (default 1000)")
+    parser.add_argument("--keep-days", type=float, default=7.0,
+                        help="finished jobs are removed with their files after this many days (default 7)")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ray import serve
-
+    # Ray is imported only after start_ray: it decides at import which address a local Ray listens on.
     from director.runtime import start_ray
     from flipmoe.serve.app import ServeSettings, api_tokens
-    from flipmoe.serve.deployments import build_application
+    from flipmoe.serve.security import is_loopback
 
     settings = ServeSettings(data_dir=Path(args.data_dir).resolve(), tokens=api_tokens(args.token), auth=args.auth,
                              host=args.host, workers=args.workers,
                              allow_server_paths=bool(args.allow_server_paths),
                              server_path_root=Path(args.allow_server_paths).resolve() if args.allow_server_paths
-                             else None)
+                             else None,
+                             upload_quota_bytes=int(args.upload_quota_gib * 1024**3),
+                             keep_finished_jobs=args.keep_jobs, keep_finished_seconds=args.keep_days * 86400)
     if settings.auth_required and not settings.tokens:
         from flipmoe.errors import FlipmoeInputError
 
@@ -52,8 +59,13 @@ def _run(args: argparse.Namespace) -> int:
         from router.bundle import ensure_bundle
 
         bundle = ensure_bundle(Path(args.bundle) if args.bundle else None, progress=True)
-    start_ray(address=args.address)
+    start_ray(address=args.address, loopback_only=is_loopback(args.host))
+    from ray import serve
+
+    from flipmoe.serve.deployments import build_application
+
     serve.start(http_options={"host": args.host, "port": args.port})
+    # Replicas are sized to the CPUs this Ray has (build_application), so serve.run becomes ready on 2 cores.
     serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas),
               name="flipmoe", route_prefix="/")
     print(f"flipmoe serving on http://{args.host}:{args.port} (bundle: {bundle or 'none'}; "

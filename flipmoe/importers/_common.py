@@ -32,14 +32,18 @@ def write_imported(out: str | Path, telemetry: Telemetry, *, baseline: Telemetry
 def _data_window(telemetry: Telemetry) -> TimeWindow:
     """Whole seconds around every timestamp of the data, span ends included."""
     starts, ends = [], []
-    for name in telemetry.modalities:
-        table = telemetry.table(name)
-        assert table is not None
-        if name == "spans":
-            starts.append(table["start"].min())
-            ends.append((table["start"] + pd.to_timedelta(table["duration"], unit="ms")).max())
-        else:
-            starts.append(table["timestamp"].min())
-            ends.append(table["timestamp"].max())
-    # Half-open window: the end is pushed past the last timestamp so that it stays inside.
-    return TimeWindow(min(starts).floor("s"), (max(ends) + pd.Timedelta(1, "ns")).ceil("s"))
+    try:
+        for name in telemetry.modalities:
+            table = telemetry.table(name)
+            assert table is not None
+            if name == "spans":
+                starts.append(table["start"].min())
+                ends.append((table["start"] + pd.to_timedelta(table["duration"], unit="ms")).max())
+            else:
+                starts.append(table["timestamp"].min())
+                ends.append(table["timestamp"].max())
+        # Half-open window: the end is pushed past the last timestamp so that it stays inside.
+        return TimeWindow(min(starts).floor("s"), (max(ends) + pd.Timedelta(1, "ns")).ceil("s"))
+    except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta):
+        raise FlipmoeInputError("the data's time span reaches beyond the timestamps pandas can hold (2262)",
+                                hint="check the timestamps and durations, or give the window explicitly") from None

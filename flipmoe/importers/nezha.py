@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import json
 import re
 import warnings as pywarnings
 import zlib
@@ -55,6 +54,7 @@ from flipmoe.config import FlipmoeConfig, TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import Incident, IncidentMeta, Telemetry, TimeWindow, Topology, write_incident
 from flipmoe.telemetry.incident import call_edges
+from flipmoe.telemetry.json_input import JsonInputError, parse_json
 from flipmoe.telemetry.label import Label
 from flipmoe.telemetry.schema import column_names, normalise_level
 from flipmoe.telemetry.taxonomy import map_dataset_type
@@ -148,14 +148,11 @@ def _day_dirs(root: Path, warnings: list[str]) -> list[tuple[Path, dt.date]]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_bytes())
     except FileNotFoundError:
         raise FlipmoeInputError("file not found", path=path) from None
-    except json.JSONDecodeError as err:
-        raise FlipmoeInputError(f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})",
-                                path=path) from None
-    except UnicodeDecodeError:
-        raise FlipmoeInputError("not UTF-8 text", path=path) from None
+    except JsonInputError as err:
+        raise FlipmoeInputError(err.problem, path=path) from None
 
 
 def _read_root_causes(path: Path) -> dict[str, dict[str, str]]:
@@ -624,8 +621,8 @@ def parse_log_line(record: str) -> tuple[str, str] | None:
     line = record
     if record.lstrip().startswith("{"):
         try:
-            decoded = json.loads(record)
-        except json.JSONDecodeError:
+            decoded = parse_json(record)
+        except JsonInputError:
             return None
         if isinstance(decoded, dict) and isinstance(decoded.get("log"), str):
             line = decoded["log"]

@@ -37,6 +37,7 @@ from flipmoe.config import TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.importers._common import write_imported
 from flipmoe.telemetry import Telemetry, TimeWindow
+from flipmoe.telemetry.json_input import JsonInputError, parse_json
 from flipmoe.telemetry.schema import TABLES
 from flipmoe.telemetry.validate import normalise_table
 
@@ -245,9 +246,9 @@ def _records_unchecked(path: Path, limit: int) -> Iterator[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                if not first_line:
+                record = parse_json(line)
+            except JsonInputError as err:
+                if err.malformed and not first_line:
                     # The first record does not fit on its line: the file is one pretty-printed document.
                     yield number, _document(path, limit)
                     return
@@ -281,9 +282,9 @@ def _document(path: Path, limit: int) -> Any:
     if len(text) > limit:
         raise _too_long(path, f"the file is neither JSON Lines nor a JSON document of at most {limit} bytes")
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise _json_error(path, getattr(err, "lineno", 1), err) from None
+        return parse_json(text)
+    except JsonInputError as err:
+        raise _json_error(path, err.line, err) from None
 
 
 def _too_long(path: Path, problem: str) -> FlipmoeInputError:
@@ -291,13 +292,10 @@ def _too_long(path: Path, problem: str) -> FlipmoeInputError:
                              hint="if the batch is genuine, raise telemetry.max_json_line_bytes")
 
 
-def _json_error(path: Path, line: int, err: ValueError) -> FlipmoeInputError:
-    if isinstance(err, json.JSONDecodeError):
-        problem = f"line {line}: not valid JSON ({err.msg}: column {err.colno})"
-    else:
-        problem = f"line {line}: not UTF-8 text"
-    return FlipmoeInputError(problem, path=path,
-                             hint="a truncated line? the collector writes one complete JSON object per line")
+def _json_error(path: Path, line: int, err: JsonInputError) -> FlipmoeInputError:
+    return FlipmoeInputError(f"line {line}: {err.problem}", path=path,
+                             hint="a truncated line? the collector writes one complete JSON object per line"
+                             if err.malformed else None)
 
 
 # --- JSON records -> rows --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import pandas as pd
 from flipmoe.config import FlipmoeConfig, PrometheusConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.incident import Incident, IncidentMeta, Telemetry, TimeWindow, utc_timestamp
+from flipmoe.telemetry.json_input import JsonInputError, parse_json
 from flipmoe.telemetry.store import write_incident
 from flipmoe.telemetry.validate import empty_table, normalise_table
 
@@ -154,7 +155,8 @@ class PrometheusClient:
         if body.get("status") != "success":
             raise FlipmoeInputError(f"Prometheus rejected {what}: {body.get('errorType', 'error')}: "
                                     f"{body.get('error', 'no message')}")
-        for warning in body.get("warnings", []):
+        warnings = body.get("warnings")
+        for warning in warnings if isinstance(warnings, list) else []:
             logger.warning("Prometheus, %s: %s", what, warning)
         return body.get("data")
 
@@ -162,8 +164,8 @@ class PrometheusClient:
 def _json_body(response: httpx.Response) -> dict[str, Any] | None:
     """The response's JSON object when it is a Prometheus API answer (success or error), else None."""
     try:
-        body = response.json()
-    except ValueError:
+        body = parse_json(response.content)
+    except JsonInputError:
         return None
     return body if isinstance(body, dict) and "status" in body else None
 
@@ -190,19 +192,24 @@ def _parse_matrix(data: Any, query: str) -> list[RangeSeries]:
     if not isinstance(data, dict) or data.get("resultType") != "matrix":
         kind = data.get("resultType") if isinstance(data, dict) else type(data).__name__
         raise FlipmoeInputError(f"query {query!r} returned {kind!r}, not a matrix of series")
-    parsed = []
-    for item in data.get("result", []):
-        if "histograms" in item:
-            logger.warning("query %r: native histogram samples skipped; query histogram_quantile() or "
-                           "the classic _bucket series instead", query)
-        values = item.get("values", [])
-        # Prometheus writes values as strings ("NaN", "+Inf" included), which float() reads as they are.
-        parsed.append(RangeSeries(
-            labels=dict(item.get("metric", {})),
-            timestamps_ms=np.array([round(float(ts) * 1000) for ts, _ in values], dtype=np.int64),
-            values=np.array([float(value) for _, value in values], dtype=np.float64),
-        ))
-    return parsed
+    try:
+        return [_series(item, query) for item in data.get("result") or []]
+    except (TypeError, ValueError, AttributeError, OverflowError) as err:
+        raise FlipmoeInputError(f"query {query!r}: the answer is not a well-formed matrix ({err})",
+                                hint="--url must point at a Prometheus-compatible query API") from None
+
+
+def _series(item: dict[str, Any], query: str) -> RangeSeries:
+    if "histograms" in item:
+        logger.warning("query %r: native histogram samples skipped; query histogram_quantile() or "
+                       "the classic _bucket series instead", query)
+    values = item.get("values") or []
+    # Prometheus writes values as strings ("NaN", "+Inf" included), which float() reads as they are.
+    return RangeSeries(
+        labels={str(name): str(value) for name, value in dict(item.get("metric") or {}).items()},
+        timestamps_ms=np.array([round(float(ts) * 1000) for ts, _ in values], dtype=np.int64),
+        values=np.array([float(value) for _, value in values], dtype=np.float64),
+    )
 
 
 def _stitch(parts: list[RangeSeries]) -> RangeSeries:

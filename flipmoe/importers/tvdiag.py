@@ -21,7 +21,6 @@ becomes `DIR/<system>-<index>/` with:
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import pandas as pd
 
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import Incident, IncidentMeta, Telemetry, TimeWindow, Topology, write_incident
+from flipmoe.telemetry.json_input import JsonInputError, parse_json
 from flipmoe.telemetry.label import Label
 from flipmoe.telemetry.taxonomy import map_dataset_type
 from flipmoe.telemetry.validate import normalise_table
@@ -81,30 +81,49 @@ def read_cases(root: str | Path, system: str, *, split: str = "all") -> Iterator
         if split != "all" and row.get("data_type") != split:
             continue
         index = row["index"]
-        yield Case(system=system, index=index, label=row, metrics=raw["metrics"].get(index, []),
-                   logs=raw["logs"].get(index, []), traces=raw["traces"].get(index, []),
-                   nodes=list(raw["nodes"].get(index) or []), edges=list(raw["edges"].get(index, [])))
+        entries = {name: _entries(raw[name], index, root / system / "raw" / f"{name}.json") for name in _RAW}
+        yield Case(system=system, index=index, label=row, metrics=entries["metrics"], logs=entries["logs"],
+                   traces=entries["traces"], nodes=entries["nodes"], edges=entries["edges"])
+
+
+def _entries(raw: dict[str, Any], index: str, path: Path) -> list[Any]:
+    """The list a raw file holds for case `index` (none: an empty list)."""
+    entries = raw.get(index)
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise FlipmoeInputError(f"case {index} must map to a list, not {type(entries).__name__}", path=path)
+    return entries
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_bytes())
     except FileNotFoundError:
         raise FlipmoeInputError("missing", path=path, hint="raw/ holds metrics, logs, traces, nodes and edges "
                                                            "JSON files") from None
-    except json.JSONDecodeError as err:
-        raise FlipmoeInputError(f"not JSON ({err.msg} at line {err.lineno})", path=path) from None
+    except JsonInputError as err:
+        raise FlipmoeInputError(err.problem, path=path) from None
     if not isinstance(data, dict):
         raise FlipmoeInputError("expected an object of case id -> list", path=path)
     return {str(k): v for k, v in data.items()}
 
 
 def _read_labels(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except UnicodeDecodeError:
+        raise FlipmoeInputError("not UTF-8 text", path=path) from None
+    except csv.Error as err:
+        raise FlipmoeInputError(f"malformed CSV ({err})", path=path) from None
     missing = {"index", "instance", "anomaly_type"} - set(rows[0] if rows else {})
     if missing:
         raise FlipmoeInputError(f"missing column(s) {', '.join(sorted(missing))}", path=path)
+    short = next((i for i, row in enumerate(rows, start=1) if any(v is None for v in row.values()) or None in row),
+                 None)
+    if short is not None:
+        raise FlipmoeInputError("row has another number of fields than the header", path=path, row=short)
     return rows
 
 
@@ -114,7 +133,7 @@ def case_incident(case: Case) -> tuple[Incident, Label]:
         raise FlipmoeInputError(f"case {case.index} has no instances in raw/nodes.json")
     try:
         return _case_incident(case)
-    except (ValueError, TypeError, IndexError, KeyError) as err:
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
         if isinstance(err, FlipmoeInputError):
             raise
         raise FlipmoeInputError(f"case {case.index} is malformed ({type(err).__name__}: {err})",

@@ -5,7 +5,13 @@ report) and a `ModelService` (experts and routed generation) — so it can be te
 Ray; `flipmoe.serve.deployments` puts the same app behind Ray Serve with the services as deployments.
 
 Jobs are durable (`JobStore`): a submission is written to SQLite before the answer, workers claim
-jobs with a lease, and a job whose worker died is claimed again.
+jobs with a lease their process renews, and a job whose worker died is claimed again.
+
+Nothing slow runs on the event loop: uploads are streamed to a spooled file and staged (extracted,
+parsed, written; `flipmoe.serve.uploads`) in a worker thread, and generation runs in worker threads,
+at most `max_concurrent_generations` at once (429 with Retry-After beyond) and each abandoned after
+`generation_timeout_s` (504). Every error, 5xx included, is `{"error": {"message", "status"}}`; a 5xx
+carries a correlation id whose traceback is in the server log, and is counted in `/metrics`.
 """
 
 from __future__ import annotations
@@ -14,26 +20,33 @@ import contextlib
 import json
 import logging
 import os
-import shutil
+import re
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypedDict
+from typing import IO, Any, Literal, Protocol, TypedDict, TypeVar
 
+import anyio
+import pydantic
 from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flipmoe.errors import FlipmoeInputError
-from flipmoe.serve.ingest import write_json_incident
 from flipmoe.serve.jobs import STATES, JobStore
-from flipmoe.serve.security import extract_incident_archive, is_loopback, token_ok
+from flipmoe.serve.security import is_loopback, token_ok, token_scope
+from flipmoe.serve.uploads import Uploads
+from flipmoe.telemetry.json_input import check_json_value
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +96,25 @@ class ServeSettings:
     host: str = "127.0.0.1"
     """Address the service listens on (decides what "auto" means)."""
     max_request_bytes: int = 64 * 1024 * 1024
-    """Largest request body (uploads and JSON telemetry)."""
+    """Largest request body, whether its length is declared or it arrives chunked (413 beyond)."""
     max_archive_bytes: int = 512 * 1024 * 1024
-    """Largest expanded incident archive."""
+    """Largest expanded incident archive (all its files together)."""
+    max_archive_member_bytes: int = 256 * 1024 * 1024
+    """Largest file in an incident archive."""
+    max_archive_members: int = 200
+    """Most files (and, separately, directories) in an incident archive."""
+    upload_quota_bytes: int = 16 * 1024**3
+    """Disk space that uploaded incidents and reports may take under data_dir (507 when unfinished jobs fill it)."""
+    keep_finished_jobs: int = 1000
+    """Finished jobs kept, with their uploads and reports; older ones are removed (GET then answers 404)."""
+    keep_finished_seconds: float = 7 * 24 * 3600.0
+    """Finished jobs are removed, with their files, this long after they finished."""
+    generation_timeout_s: float = 120.0
+    """A generation still running after this long is answered 504 and its result dropped."""
+    max_concurrent_generations: int = 4
+    """Generations served at once by this process; beyond it, 429 with Retry-After."""
+    job_lease_s: float = 15.0
+    """A job whose process stopped renewing its lease this long ago is run again by another worker."""
     allow_server_paths: bool = False
     """Accept `{"path": ...}` submissions naming an incident directory on the server (operators only)."""
     server_path_root: Path | None = None
@@ -96,6 +125,17 @@ class ServeSettings:
     """Upper bound on `max_tokens` in generation requests."""
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     """Names this process's job leases."""
+
+    def __post_init__(self) -> None:
+        positive = {name: getattr(self, name) for name in (
+            "max_request_bytes", "max_archive_bytes", "max_archive_member_bytes", "max_archive_members",
+            "upload_quota_bytes", "keep_finished_seconds", "generation_timeout_s", "max_concurrent_generations",
+            "job_lease_s", "max_new_tokens_limit")}
+        for name, value in positive.items():
+            if not value > 0:
+                raise FlipmoeInputError(f"serve setting {name} must be positive, got {value!r}")
+        if self.keep_finished_jobs < 0 or self.workers < 0:
+            raise FlipmoeInputError("serve settings keep_finished_jobs and workers must not be negative")
 
     @property
     def auth_required(self) -> bool:
@@ -110,7 +150,20 @@ def api_tokens(extra: str | None = None) -> frozenset[str]:
 
 # -- request schemas --------------------------------------------------------------------------------
 
-class _Strict(BaseModel):
+class _Body(BaseModel):
+    """A JSON request body: nested at most 64 levels deep, its text valid Unicode (no lone surrogates)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_json(cls, data: Any) -> Any:
+        try:
+            check_json_value(data)
+        except FlipmoeInputError as err:
+            raise ValueError(err.problem) from None
+        return data
+
+
+class _Strict(_Body):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -134,7 +187,7 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(_Body):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we ignore (user, n=1, ...)
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -147,10 +200,6 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
 
 
-class PathSubmission(_Strict):
-    path: str
-
-
 # -- the app --------------------------------------------------------------------------------------
 
 def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelService | None = None) -> FastAPI:
@@ -159,14 +208,17 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
         raise FlipmoeInputError("authentication is required when listening beyond localhost, but no token is set",
                                 hint="set FLIPMOE_API_TOKENS or pass --token, or use --auth off deliberately")
     data_dir = settings.data_dir
-    (data_dir / "incidents").mkdir(parents=True, exist_ok=True)
-    (data_dir / "reports").mkdir(parents=True, exist_ok=True)
-    store = JobStore(data_dir / "jobs.sqlite")
+    spool_dir = data_dir / "tmp"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(data_dir / "jobs.sqlite", lease_s=settings.job_lease_s)
+    uploads = Uploads(settings, store)
     metrics = _Metrics(store)
     runner = JobRunner(store, analyzer, worker=settings.worker_id, metrics=metrics)
+    generation = _GenerationGate(settings.max_concurrent_generations, settings.generation_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(uploads.expire)
         runner.start(settings.workers)
         try:
             yield
@@ -175,22 +227,8 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
 
     app = FastAPI(title="flipmoe", version="1", summary="Root-cause analysis of incidents with modality experts",
                   lifespan=lifespan)
-    app.state.store, app.state.runner, app.state.settings = store, runner, settings
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[..., Any]) -> Response:
-        started = time.perf_counter()
-        endpoint = _endpoint_label(request)
-        if settings.auth_required and request.url.path not in ("/healthz",) and \
-                not token_ok(request.headers.get("authorization"), settings.tokens):
-            response: Response = _error(401, "missing or invalid bearer token")
-            response.headers["WWW-Authenticate"] = "Bearer"
-        elif int(request.headers.get("content-length") or 0) > settings.max_request_bytes:
-            response = _error(413, f"request body larger than {settings.max_request_bytes} bytes")
-        else:
-            response = await call_next(request)
-        metrics.observe(endpoint, response.status_code, time.perf_counter() - started)
-        return response
+    app.state.store, app.state.runner, app.state.settings, app.state.uploads = store, runner, settings, uploads
+    app.add_middleware(_Guard, settings=settings, metrics=metrics)
 
     @app.exception_handler(FlipmoeInputError)
     async def _bad_input(request: Request, err: FlipmoeInputError) -> JSONResponse:
@@ -198,40 +236,53 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        response = _error(err.status_code, str(err.detail))  # one error shape for every 4xx, as for bad input
+        message = str(err.detail)
+        if err.status_code == 400 and err.__cause__ is not None:  # FastAPI could not parse a JSON body
+            message = f"the body is not usable JSON ({_json_problem(err.__cause__)})"
+        response = _error(err.status_code, message)  # one error shape for every error
         response.headers.update(err.headers or {})
         return response
 
     @app.exception_handler(RequestValidationError)
     async def _bad_schema(request: Request, err: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in err.errors()]
-        return _error(422, "; ".join(problems))
+        return _error(422, _validation_message(err.errors()))
+
+    @app.exception_handler(pydantic.ValidationError)
+    async def _bad_value(request: Request, err: pydantic.ValidationError) -> JSONResponse:
+        return _error(422, _validation_message(err.errors()))
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
+        # Async on purpose: a probe must not queue behind worker threads busy with uploads or generation.
         return {"status": "ok", "jobs": store.counts(), "models": models.model_names() if models else []}
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    def accept(content_type: str, body: IO[bytes], key: str | None) -> JSONResponse:
+        job_id = uuid.uuid4().hex
+        incident_dir = uploads.stage(content_type, body, job_id)
+        job, created = store.submit(incident_dir=str(incident_dir), out_dir=str(uploads.reports / job_id),
+                                    idempotency_key=key, job_id=job_id)
+        if not created:  # a concurrent submission with the same key won
+            uploads.discard(job_id)
+        runner.wake()
+        return JSONResponse(_job_json(job), status_code=202 if created else 200)
+
     @app.post("/v1/incidents", status_code=202)
     async def submit_incident(request: Request,
                               idempotency_key: str | None = Header(default=None, max_length=200)) -> JSONResponse:
-        if idempotency_key:
-            existing = store.by_idempotency_key(idempotency_key)
+        # Keys are per caller: the same key from another token is another submission.
+        key = f"{token_scope(request.headers.get('authorization'))}:{idempotency_key}" if idempotency_key else None
+        if key:
+            existing = await run_in_threadpool(store.by_idempotency_key, key)
             if existing is not None:
                 return JSONResponse(_job_json(existing), status_code=200)
-        body = await _read_body(request, settings.max_request_bytes)
-        job_id = uuid.uuid4().hex
-        incident_dir = _stage_incident(request.headers.get("content-type", ""), body, data_dir / "incidents" / job_id,
-                                       settings)
-        job, created = store.submit(incident_dir=str(incident_dir), out_dir=str(data_dir / "reports" / job_id),
-                                    idempotency_key=idempotency_key, job_id=job_id)
-        if not created:  # a concurrent submission with the same key won
-            shutil.rmtree(data_dir / "incidents" / job_id, ignore_errors=True)
-        runner.wake()
-        return JSONResponse(_job_json(job), status_code=202 if created else 200)
+        with tempfile.SpooledTemporaryFile(max_size=1 << 20, dir=str(spool_dir)) as body:
+            async for chunk in request.stream():  # the guard stops a body beyond the limit
+                body.write(chunk)
+            return await run_in_threadpool(accept, request.headers.get("content-type", ""), body, key)
 
     @app.get("/v1/incidents/{job_id}")
     def job_status(job_id: str) -> dict[str, Any]:
@@ -260,12 +311,13 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
         return _models(models).route(request.prompt, request.task)
 
     @app.post("/v1/experts/{name}/generate")
-    def expert_generate(name: str, request: GenerateRequest) -> dict[str, Any]:
+    async def expert_generate(name: str, request: GenerateRequest) -> dict[str, Any]:
         service = _models(models)
         _check_model(service, name)
-        return service.generate(name, request.prompt, task=request.task,
-                                max_new_tokens=min(request.max_tokens, settings.max_new_tokens_limit),
-                                stop=request.stop, temperature=request.temperature, top_p=request.top_p)
+        return await generation.run(lambda: service.generate(
+            name, request.prompt, task=request.task, max_new_tokens=min(request.max_tokens,
+                                                                        settings.max_new_tokens_limit),
+            stop=request.stop, temperature=request.temperature, top_p=request.top_p))
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
@@ -274,7 +326,7 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
                                            for n in names]}
 
     @app.post("/v1/chat/completions", response_model=None)
-    def chat_completions(request: ChatRequest) -> dict[str, Any] | StreamingResponse:
+    async def chat_completions(request: ChatRequest) -> dict[str, Any] | StreamingResponse:
         service = _models(models)
         _check_model(service, request.model)
         prompt = _chat_prompt(request.messages)
@@ -284,9 +336,10 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
                                        "temperature": request.temperature, "top_p": request.top_p}
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if request.stream:
-            return StreamingResponse(_sse(service.stream(request.model, prompt, **options), completion_id, created,
-                                          request.model), media_type="text/event-stream")
-        result = service.generate(request.model, prompt, **options)
+            deltas = generation.stream(lambda: service.stream(request.model, prompt, **options))
+            return StreamingResponse(_sse(deltas, completion_id, created, request.model),
+                                     media_type="text/event-stream")
+        result = await generation.run(lambda: service.generate(request.model, prompt, **options))
         return {
             "id": completion_id, "object": "chat.completion", "created": created, "model": request.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
@@ -300,8 +353,150 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
     return app
 
 
+class _Guard:
+    """The app's outer layer: bearer auth, the request-body limit, request metrics, and unhandled errors.
+
+    The body limit holds for chunked bodies too: bytes are counted as they arrive, and the request is
+    answered 413 as soon as they pass the limit. An unhandled error becomes a JSON 500 naming a
+    correlation id; its traceback goes to the server log only. Every answer, 5xx included, is counted.
+    """
+
+    def __init__(self, app: ASGIApp, *, settings: ServeSettings, metrics: _Metrics) -> None:
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 0
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(Headers(scope=scope), scope["path"])
+            if refusal is not None:
+                await refusal(scope, receive, send_noting_status)
+            else:
+                await self.app(scope, self._limited(receive), send_noting_status)
+        except Exception:
+            correlation = uuid.uuid4().hex[:12]
+            log.exception("%s %s failed (correlation id %s)", scope.get("method"), scope["path"], correlation)
+            if status:  # the answer had begun: the client sees a cut-off response
+                status = 500
+            else:
+                await _error(500, f"internal error (correlation id {correlation}); the server log has the "
+                                  "details")(scope, receive, send_noting_status)
+        finally:
+            # 499: the client went away before any answer (nginx's convention).
+            self.metrics.observe(_endpoint_label(scope["path"]), status or 499, time.perf_counter() - started)
+
+    def _refusal(self, headers: Headers, path: str) -> Response | None:
+        settings = self.settings
+        if settings.auth_required and path != "/healthz" and not token_ok(headers.get("authorization"),
+                                                                          settings.tokens):
+            response = _error(401, "missing or invalid bearer token")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not (declared.isascii() and declared.isdigit() and len(declared) <= 20):
+                return _error(400, "the Content-Length header is not a byte count")
+            if int(declared) > settings.max_request_bytes:
+                return _error(413, f"request body larger than {settings.max_request_bytes} bytes")
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        limit, received = self.settings.max_request_bytes, 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"request body larger than {limit} bytes")
+            return message
+
+        return receive_within_limit
+
+
+T = TypeVar("T")
+
+
+class _GenerationTimeout(Exception):
+    """A streamed generation ran past the server-side timeout."""
+
+
+class _GenerationGate:
+    """At most `limit` generations at once, each in a worker thread and abandoned after `timeout_s`.
+
+    A request beyond the limit is answered 429 at once (with Retry-After) instead of queueing, so a burst
+    of chat requests cannot starve the rest of the API; a slot is held until its thread has really
+    finished, so abandoned generations still count against the limit.
+    """
+
+    RETRY_AFTER_S = 2
+
+    def __init__(self, limit: int, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._slots = threading.BoundedSemaphore(limit)
+
+    async def run(self, generate: Callable[[], T]) -> T:
+        self._take_slot()
+        lock, owner = threading.Lock(), ["caller"]
+
+        def work() -> T:
+            with lock:
+                if owner[0] == "gone":  # the request gave up before a thread was free
+                    raise _GenerationTimeout
+                owner[0] = "thread"
+            try:
+                return generate()
+            finally:
+                self._slots.release()
+
+        try:
+            with anyio.fail_after(self.timeout_s):
+                return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except TimeoutError:
+            raise HTTPException(504, f"generation took longer than {self.timeout_s:g} s; try fewer tokens "
+                                     "or retry later") from None
+        finally:
+            with lock:
+                if owner[0] == "caller":  # no thread ever ran it: the slot is still ours to give back
+                    owner[0] = "gone"
+                    self._slots.release()
+
+    def stream(self, start: Callable[[], Iterator[str]]) -> Iterator[str]:
+        """Deltas of a streamed generation; the slot is taken now and given back when the stream ends."""
+        self._take_slot()
+        deltas = self._timed(start)
+        next(deltas)  # run up to the first yield now, so that the slot is released by the generator
+        return deltas
+
+    def _timed(self, start: Callable[[], Iterator[str]]) -> Iterator[str]:
+        try:
+            yield ""
+            deadline = time.monotonic() + self.timeout_s
+            for delta in start():
+                if time.monotonic() > deadline:
+                    raise _GenerationTimeout
+                yield delta
+        finally:
+            self._slots.release()
+
+    def _take_slot(self) -> None:
+        if not self._slots.acquire(blocking=False):
+            raise HTTPException(429, "the service is generating at capacity; retry shortly",
+                                headers={"Retry-After": str(self.RETRY_AFTER_S)})
+
+
 class JobRunner:
-    """Threads that claim queued jobs and run the analyzer; a lease heartbeat proves they are alive."""
+    """Threads that claim queued jobs and run the analyzer, and one that renews their leases."""
 
     def __init__(self, store: JobStore, analyzer: Analyzer, *, worker: str, metrics: _Metrics | None = None,
                  poll_s: float = 0.5) -> None:
@@ -311,8 +506,9 @@ class JobRunner:
         self._threads: list[threading.Thread] = []
 
     def start(self, count: int) -> None:
-        for i in range(count):
-            thread = threading.Thread(target=self._loop, name=f"flipmoe-job-{i}", daemon=True)
+        targets = [self._loop] * count + ([self._renew] if count else [])
+        for i, target in enumerate(targets):
+            thread = threading.Thread(target=target, name=f"flipmoe-job-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -340,11 +536,8 @@ class JobRunner:
             out_dir.mkdir(parents=True, exist_ok=True)
             summary = self.analyzer(Path(job.incident_dir), out_dir, progress)
             self.store.complete(job.id, self.worker, summary)
-        except FlipmoeInputError as err:
-            self.store.fail(job.id, self.worker, f"bad incident: {err}")
         except Exception as err:  # a failed job is reported with its reason, never lost
-            log.exception("job %s failed", job.id)
-            self.store.fail(job.id, self.worker, f"{type(err).__name__}: {err}")
+            self.store.fail(job.id, self.worker, failure_reason(job.id, err))
         return True
 
     def _loop(self) -> None:
@@ -352,6 +545,35 @@ class JobRunner:
             if not self.run_one():
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
+
+    def _renew(self) -> None:
+        # Leases are renewed apart from progress reports, so a long analysis is never taken for a dead one
+        # and the jobs of a process that died are run again within one lease.
+        while not self._stop.wait(self.store.lease_s / 5):
+            try:
+                self.store.renew(self.worker)
+            except Exception:  # a busy database must not end the renewals
+                log.warning("could not renew the job leases of worker %s", self.worker, exc_info=True)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def failure_reason(job_id: str, err: BaseException) -> str:
+    """What a failed job reports: one short line and a correlation id; the traceback goes to the log."""
+    # Ray wraps an exception raised in a replica; `cause` is the original, whose message is the reason.
+    while isinstance(getattr(err, "cause", None), BaseException) and err.cause is not err:  # type: ignore[attr-defined]
+        err = err.cause  # type: ignore[attr-defined]
+    correlation = uuid.uuid4().hex[:12]
+    if isinstance(err, FlipmoeInputError):
+        log.info("job %s: bad incident (correlation id %s): %s", job_id, correlation, err)
+        reason = f"bad incident: {err}"
+    else:
+        log.error("job %s failed (correlation id %s)", job_id, correlation, exc_info=err)
+        reason = f"{type(err).__name__}: {err}"
+    lines = [line.strip() for line in _ANSI.sub("", reason).splitlines() if line.strip()]
+    short = (lines[0] if lines else type(err).__name__)[:300]
+    return f"{short} (correlation id {correlation})"
 
 
 class _Metrics:
@@ -379,9 +601,8 @@ class _Metrics:
         return generate_latest(self.registry)
 
 
-def _endpoint_label(request: Request) -> str:
+def _endpoint_label(path: str) -> str:
     # Label by route template, not by raw path: job ids must not explode the metric's cardinality.
-    path = request.url.path
     for prefix, label in (("/v1/incidents/", "/v1/incidents/{id}"), ("/v1/experts/", "/v1/experts/{name}/generate")):
         if path.startswith(prefix):
             return label + ("/report.html" if path.endswith("/report.html") else "")
@@ -389,53 +610,9 @@ def _endpoint_label(request: Request) -> str:
                             "/v1/chat/completions") else "other"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _stage_incident(content_type: str, body: bytes, target: Path, settings: ServeSettings) -> Path:
-    """Write the submitted incident under `target`: an archive, JSON telemetry, or (if enabled) a server path."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind == "application/json":
-        try:
-            data = json.loads(body)
-        except json.JSONDecodeError as err:
-            raise FlipmoeInputError(f"the body is not valid JSON: {err}") from None
-        if isinstance(data, dict) and set(data) == {"path"}:
-            return _server_path(PathSubmission(**data).path, settings)
-        return write_json_incident(data, target)
-    if kind in ("application/gzip", "application/x-gzip", "application/x-tar", "application/zip",
-                "application/octet-stream"):
-        try:
-            return extract_incident_archive(body, target, max_bytes=settings.max_archive_bytes)
-        except BaseException:
-            shutil.rmtree(target, ignore_errors=True)
-            raise
-    raise HTTPException(415, "send the incident as application/json telemetry or as an archive "
-                             "(application/gzip, application/x-tar, application/zip)")
-
-
-def _server_path(path: str, settings: ServeSettings) -> Path:
-    if not settings.allow_server_paths or settings.server_path_root is None:
-        raise HTTPException(403, "server-side paths are disabled; upload the incident instead")
-    root = settings.server_path_root.resolve()
-    candidate = (root / path).resolve()
-    if root != candidate and root not in candidate.parents:
-        raise HTTPException(403, f"{path!r} is outside the directory the operator allowed")
-    if not (candidate / "incident.json").is_file():
-        raise FlipmoeInputError(f"{path!r} is not an incident directory (no incident.json)")
-    return candidate
-
-
 def _safe_id(job_id: str) -> str:
-    if not job_id.isalnum() or len(job_id) > 64:
-        raise HTTPException(404, f"no job {job_id}")
+    if not (job_id.isascii() and job_id.isalnum()) or len(job_id) > 64:
+        raise HTTPException(404, f"no job {job_id[:80]!r}")
     return job_id
 
 
@@ -476,12 +653,31 @@ def _sse(deltas: Iterator[str], completion_id: str, created: int, model: str) ->
         return f"data: {json.dumps(body)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""}, None)
-    for delta in deltas:
-        if delta:
-            yield chunk({"content": delta}, None)
-    yield chunk({}, "stop")
+    try:
+        for delta in deltas:
+            if delta:
+                yield chunk({"content": delta}, None)
+    except _GenerationTimeout:
+        # The answer has begun (status 200): the timeout can only be told inside the stream.
+        yield f"data: {json.dumps({'error': {'message': 'generation timed out', 'status': 504}})}\n\n"
+    else:
+        yield chunk({}, "stop")
     yield "data: [DONE]\n\n"
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "status": status}}, status_code=status)
+
+
+def _validation_message(errors: Any) -> str:
+    """Pydantic's errors in one line: `field.path: problem; ...`."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors)
+
+
+def _json_problem(err: BaseException) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]

@@ -14,6 +14,7 @@ Deployments are plain classes: unit tests call the services behind them directly
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -34,8 +35,25 @@ log = logging.getLogger(__name__)
 MAX_EXPERTS_PER_REPLICA = 8
 """Experts one Experts replica keeps loaded; the least recently used is dropped beyond that."""
 
+REPLICA_CPUS = {"Ingress": 0.5, "Director": 1.0, "Router": 0.5, "Experts": 1.0}
+"""CPUs one replica of each deployment asks for when the cluster has them; `build_application` sets them
+(scaled by `deployment_cpus`), so the deployment decorators name none."""
 
-@serve.deployment(name="Director", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=4)
+
+def deployment_cpus(available: float, *, director_replicas: int = 1, with_models: bool = True) -> dict[str, float]:
+    """CPUs per replica of each deployment so that all replicas fit in `available` CPUs together.
+
+    Ray schedules a replica only where its CPUs are free: asking for more than the cluster has leaves a
+    replica pending forever and `serve.run` waiting with it (3 CPUs asked on a 2-core machine). On a small
+    machine every request is scaled down by the same factor (rounded down to 0.01 CPU).
+    """
+    wanted = {name: cpus for name, cpus in REPLICA_CPUS.items() if with_models or name not in ("Router", "Experts")}
+    total = sum(cpus * (director_replicas if name == "Director" else 1) for name, cpus in wanted.items())
+    scale = min(1.0, available / total) if total else 1.0
+    return {name: math.floor(cpus * scale * 100) / 100 for name, cpus in wanted.items()}
+
+
+@serve.deployment(name="Director", max_ongoing_requests=4)
 class Director:
     """Runs incidents through the Director / Actor runtime; the runtime stays warm between incidents."""
 
@@ -46,7 +64,7 @@ class Director:
         return self.analyzer(Path(incident_dir), Path(out_dir), lambda stage: None)
 
 
-@serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="Router")
 class Router:
     """The bundle's router: which experts should answer each request (`router.model.RouteDecision`)."""
 
@@ -57,7 +75,7 @@ class Router:
         return self.router.route(prompts, tasks)
 
 
-@serve.deployment(name="Experts", ray_actor_options={"num_cpus": 1})
+@serve.deployment(name="Experts")
 class Experts:
     """Experts multiplexed by name (`multiplexed_model_id`): loaded on first use, kept while they are used."""
 
@@ -80,7 +98,8 @@ class Experts:
             yield delta
 
 
-@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.5})
+# Probes and job polls must not queue behind chats: generation is bounded inside the app (429 beyond it).
+@serve.deployment(name="Ingress", max_ongoing_requests=64)
 @serve.ingress()
 class Ingress:
     """The HTTP API; its job threads hand incidents to the Director deployment."""
@@ -144,18 +163,33 @@ class _ExpertHandles:
 
 
 def build_application(settings: ServeSettings, *, bundle: Path | None, use_model: bool = True,
-                      director_replicas: int = 1) -> Application:
-    """The composed application: `serve.run(build_application(...))`."""
-    # `@serve.deployment` turns each class into a `Deployment` (with `.options` and `.bind`), but mypy keeps
-    # the undecorated class type for decorated classes.
-    director = Director.options(  # type: ignore[attr-defined]
-        num_replicas=director_replicas).bind(str(bundle) if bundle else None, use_model)
-    router = Router.bind(str(bundle)) if bundle else None  # type: ignore[attr-defined]
-    experts = Experts.bind(str(bundle)) if bundle else None  # type: ignore[attr-defined]
+                      director_replicas: int = 1, cpus: float | None = None) -> Application:
+    """The composed application: `serve.run(build_application(...))`.
+
+    `cpus`: the CPUs the replicas may take together (default: those of the connected Ray cluster).
+    """
+    sizes = deployment_cpus(_cluster_cpus() if cpus is None else cpus, director_replicas=director_replicas,
+                            with_models=bundle is not None)
+
+    def sized(deployment: Any, name: str, **options: Any) -> Any:
+        # `@serve.deployment` turns each class into a `Deployment` (with `.options` and `.bind`), but mypy
+        # keeps the undecorated class type for decorated classes, hence `Any`.
+        return deployment.options(ray_actor_options={"num_cpus": sizes[name]}, **options)
+
+    director = sized(Director, "Director", num_replicas=director_replicas).bind(str(bundle) if bundle else None,
+                                                                                use_model)
+    router = sized(Router, "Router").bind(str(bundle)) if bundle else None
+    experts = sized(Experts, "Experts").bind(str(bundle)) if bundle else None
     expert_names = list(read_manifest(bundle)["experts"]) if bundle else []
     fields = asdict(settings)
     fields["data_dir"] = str(Path(settings.data_dir).resolve())
-    return Ingress.bind(fields, director, router, experts, expert_names)  # type: ignore[attr-defined]
+    return sized(Ingress, "Ingress").bind(fields, director, router, experts, expert_names)
+
+
+def _cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else sum(REPLICA_CPUS.values())
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -6,7 +6,8 @@
  "logs": [...], "spans": [...], "events": [...], "topology": {...}}
 ```
 Every table goes through the same validation as files on disk (`normalise_table`), so a bad row
-gets the same message naming the table, the column and the row.
+gets the same message naming the table, the column and the row; cells must be JSON scalars. The body
+itself is parsed by `flipmoe.telemetry.json_input.parse_json` (depth, UTF-8 and Unicode checked).
 """
 
 from __future__ import annotations
@@ -38,11 +39,21 @@ def incident_from_json(body: Any, *, config: TelemetryConfig | None = None) -> I
         if rows is None:
             tables[name] = None
             continue
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise FlipmoeInputError(f"'{name}' must be a list of row objects")
+        _check_rows(rows, name)
         tables[name] = normalise_table(pd.DataFrame(rows), name, source=name, config=config, warnings=warnings)
     topology = Topology.from_json(body["topology"], path="topology") if body.get("topology") is not None else None
     return Incident(meta=meta, telemetry=Telemetry(**tables), topology=topology, warnings=warnings)
+
+
+def _check_rows(rows: Any, name: str) -> None:
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise FlipmoeInputError(f"'{name}' must be a list of row objects")
+    for number, row in enumerate(rows, start=1):
+        for column, value in row.items():
+            # A nested value would become its Python repr in a text column: refuse it instead.
+            if isinstance(value, dict | list):
+                raise FlipmoeInputError(f"'{name}' row {number}: '{column}' must be a string, number, boolean or "
+                                        f"null, not {'an object' if isinstance(value, dict) else 'an array'}")
 
 
 def write_json_incident(body: Any, directory: Path, *, config: TelemetryConfig | None = None) -> Path:

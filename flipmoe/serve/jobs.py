@@ -1,8 +1,10 @@
 """Durable incident-analysis jobs: a SQLite table that survives replica and process deaths.
 
 A job is accepted (`queued`) before the HTTP answer is sent, so an accepted job is never lost:
-workers claim jobs with a lease; a worker that dies leaves a lease that expires, and the job is
-claimed again (up to `max_attempts`, then it is `failed` with the reason). Submissions may carry an
+workers claim jobs with a lease that their process renews every few seconds while it lives; a worker
+that dies leaves a lease that expires within `lease_s`, and the job is claimed again (up to
+`max_attempts`, then it is `failed` with the reason). Finished jobs are removed by the service's
+retention rules (`remove_finished`). Submissions may carry an
 idempotency key: the same key returns the same job instead of a second one.
 """
 
@@ -136,6 +138,12 @@ class JobStore:
                        "WHERE id = ? AND worker = ? AND state = 'running'",
                        (progress, time.time() + self.lease_s, job_id, worker))
 
+    def renew(self, worker: str) -> int:
+        """Extend the leases of every job `worker` is running (its process is alive); returns how many."""
+        with self._connect() as db:
+            return db.execute("UPDATE jobs SET lease_until = ? WHERE worker = ? AND state = 'running'",
+                              (time.time() + self.lease_s, worker)).rowcount
+
     def complete(self, job_id: str, worker: str, summary: dict[str, Any]) -> None:
         with self._connect() as db:
             db.execute("UPDATE jobs SET state = 'done', progress = 'done', finished_at = ?, lease_until = NULL, "
@@ -151,6 +159,24 @@ class JobStore:
         with self._connect() as db:
             return db.execute("UPDATE jobs SET state = 'queued', lease_until = NULL, worker = NULL "
                               "WHERE worker = ? AND state = 'running'", (worker,)).rowcount
+
+    def remove_finished(self, *, older_than: float, keep: int | None = None, limit: int | None = None) -> list[str]:
+        """Delete finished jobs that finished before `older_than` or are not among the newest `keep`
+        finished ones, oldest first and at most `limit`; returns their ids (their files are the caller's)."""
+        with self._lock, self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [row["id"] for row in db.execute(
+                    "SELECT id FROM jobs WHERE state IN ('done', 'failed') AND (finished_at < ? OR id NOT IN "
+                    "(SELECT id FROM jobs WHERE state IN ('done', 'failed') ORDER BY finished_at DESC LIMIT ?)) "
+                    "ORDER BY finished_at LIMIT ?",
+                    (older_than, -1 if keep is None else keep, -1 if limit is None else limit))]
+                db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in ids])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return ids
 
     def counts(self) -> dict[str, int]:
         with self._connect() as db:

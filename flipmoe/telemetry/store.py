@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from flipmoe.config import TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.incident import MODALITIES, Incident, IncidentMeta, Telemetry, Topology
+from flipmoe.telemetry.json_input import JsonInputError, parse_json
 from flipmoe.telemetry.label import LABEL_FILE, Label
 from flipmoe.telemetry.schema import STRING, TABLES
 from flipmoe.telemetry.validate import normalise_table
@@ -157,12 +158,9 @@ def read_incident(path: str | Path, *, config: TelemetryConfig | None = None) ->
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise FlipmoeInputError(f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})",
-                                path=path) from None
-    except UnicodeDecodeError:
-        raise FlipmoeInputError("not UTF-8 text", path=path) from None
+        return parse_json(path.read_bytes())
+    except JsonInputError as err:
+        raise FlipmoeInputError(err.problem, path=path) from None
 
 
 def _write_telemetry(telemetry: Telemetry, directory: Path, fmt: str) -> None:

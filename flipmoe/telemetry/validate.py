@@ -19,6 +19,9 @@ from flipmoe.config import TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.schema import SPAN_STATUSES, STRING, TABLES, Column, normalise_level
 
+_MAX_SPAN_MS = 1e12
+"""Longest span duration accepted (~31 years): beyond it a duration is corrupt, and start + duration
+leaves the range of timestamps."""
 _TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}:?\d{2}|\bUTC|\bGMT)\s*$", re.IGNORECASE)
 
 
@@ -148,7 +151,13 @@ def to_utc(series: pd.Series, *, source: str, column: str, assume_utc: bool = Fa
         row = _first_bad_row(bad)
         raise FlipmoeInputError(f"unparseable timestamp {text.iloc[row - 1]!r}", path=source,
                                 column=column, row=row)
-    return parsed.astype("datetime64[ns, UTC]")
+    try:
+        return parsed.astype("datetime64[ns, UTC]")
+    except pd.errors.OutOfBoundsDatetime:  # parsed, at a coarser unit, but beyond nanosecond timestamps
+        outside = (parsed < pd.Timestamp.min.tz_localize("UTC")) | (parsed > pd.Timestamp.max.tz_localize("UTC"))
+        row = _first_bad_row(outside) if outside.any() else 1
+        raise FlipmoeInputError(f"timestamp {text.iloc[row - 1]!r} is out of range (years 1677 to 2262)",
+                                path=source, column=column, row=row) from None
 
 
 def _epoch_unit(magnitude: float) -> str:
@@ -227,6 +236,12 @@ def normalise_status(status: object) -> str:
 def _fix_spans(df: pd.DataFrame, *, source: str, config: TelemetryConfig, warnings: list[str]) -> pd.DataFrame:
     df["status"] = _map_unique(df["status"], normalise_status)
     df["parent_span_id"] = df["parent_span_id"].mask(df["parent_span_id"].str.lower().isin(["root", "0", "none"]))
+    too_long = df["duration"] > _MAX_SPAN_MS
+    if too_long.any():
+        row = _first_bad_row(too_long)
+        raise FlipmoeInputError(f"span duration {float(df['duration'].iloc[row - 1]):g} ms is out of range",
+                                path=source, column="duration", row=row,
+                                hint=f"durations are milliseconds, at most {_MAX_SPAN_MS:.0e}")
     bad_duration = df["duration"].isna() | (df["duration"] < 0)
     if bad_duration.any():
         warnings.append(f"{source}: dropped {int(bad_duration.sum())} span(s) with missing or negative duration")
