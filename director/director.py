@@ -34,6 +34,7 @@ from director.report import Decision, Gap, RcaReport, RunbookRecord, StepRecord
 from director.runtime import DEFAULT_RETRIES, Executor, Interpreter, StepMeta
 from flipmoe.telemetry.incident import Incident
 from flipmoe.toolkits.index import IncidentIndex, build_index
+from flipmoe.toolkits.untrusted import neutralise
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,8 @@ class Director:
         for step in steps:
             timings[step.name] = round(timings.get(step.name, 0.0) + step.duration_s, 4)
         timings["total"] = round(time.perf_counter() - start, 4)
-        gaps = [*(Gap(what="incident data", reason=w) for w in incident.warnings), *_unique(result.gaps)]
+        gaps = [*(Gap(what="missing telemetry", reason=m) for m in incident.meta.missing),
+                *(Gap(what="incident data", reason=w) for w in incident.warnings), *_unique(result.gaps)]
         if result.stopped:
             gaps.append(Gap(what="runbook", reason=f"stopped early: {result.stopped}"))
         model = {"bundle": str(self.settings.bundle), "remote": self.settings.remote_url} \
@@ -213,7 +215,9 @@ class Director:
         assert self.generator is not None
         actors = "\n".join(f"- {s.name}: {s.description}" for s in registry().values())
         example = self.library.templates[self.library.default].plan.text
-        prompt = (f"Write a runbook for this incident.\nAlert: {incident.meta.alert}\nSymptoms: "
+        # The alert is telemetry: a line of it that could steer the model is redacted before the model reads it.
+        alert = neutralise(incident.meta.alert).replace("\n", " ")
+        prompt = (f"Write a runbook for this incident.\nAlert: {alert}\nSymptoms: "
                   f"{', '.join(symptoms) or 'none'}\nActors:\n{actors}\nExample:\n{example}\nRunbook:\n")
         try:
             text = self.generator(prompt, grammar_text())

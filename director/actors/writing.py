@@ -12,6 +12,7 @@ from director.actors.analysis import DiagnoseOutput, VerifyOutput
 from director.actors.base import ActorContext, ActorInput, ActorOutput, Trials, actor
 from director.actors.schemas import EventsOutput, LocalizeOutput, LogsOutput, MetricsOutput, TracesOutput
 from director.report import Finding, Gap, RootCause
+from flipmoe.toolkits.untrusted import neutralise
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,11 @@ def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tupl
     rows = [f for f in report.findings if f.service == top.service and f.evidence.template_id is not None][:6]
     if not rows:
         return "", "template", "", ""
-    prompt = "\n".join([f"service {top.service}: log lines in the {round(report.minutes_during)} min before and "
-                        "during the incident", "before during level template",
-                        *(f"{int(f.evidence.count_before)} {f.evidence.count_during} {f.level} {f.evidence.template}"
-                          for f in rows)])
+    # Names and templates are telemetry: lines that could steer the model are redacted before it reads them.
+    prompt = neutralise("\n".join([
+        f"service {top.service}: log lines in the {round(report.minutes_during)} min before and during the incident",
+        "before during level template",
+        *(f"{int(f.evidence.count_before)} {f.evidence.count_during} {f.level} {f.evidence.template}" for f in rows)]))
     try:
         from router.bundle import context_shortfall
 

@@ -1,105 +1,80 @@
-"""A sandboxed Python code interpreter for agents: run untrusted code, get its output back.
+"""A sandboxed Python interpreter for agents: run untrusted code, get its output back.
 
-The code runs in a fresh interpreter (`sys.executable -I -B`) in a child process that:
+The code runs under bubblewrap (`bwrap`), which the kernel enforces; there is no fallback. Without a
+working `bwrap`, `run_code` raises `SandboxUnavailableError` and runs nothing. Inside:
 
-- has no network: it is moved into a new, empty Linux network namespace (only a loopback device,
-  which is down) before Python starts; where namespaces are not available, only the audit hook below
-  stands between the code and the network;
-- runs under resource limits set in the child before `exec` (`resource.setrlimit`): CPU seconds,
-  address space, size of any file it writes (its stdout and stderr included), open files, no core
-  dumps, no new processes;
-- is killed, with its whole process group, when it runs past its wall-clock time;
-- sees only a scrubbed environment and works in a fresh scratch directory (its cwd, HOME and
-  TMPDIR), which is deleted afterwards;
-- runs the code behind an audit hook (PEP 578, installed before the code is read) that refuses
-  sockets, process creation and signals to other processes, changing resource limits, loading
-  native code through ctypes, and any write, rename, delete or permission change outside the
-  scratch directory.
+- new mount, PID, network, IPC, UTS and (where the kernel has them) cgroup namespaces: no network
+  (a loopback device that is down), no view of the host's processes, no way to signal them;
+- a file system of read-only binds only: /usr and the /lib* directories, the Python interpreter's
+  prefix and this environment's site-packages, the caller's data (`data_dir`, at `DATA`) and input
+  files (`files`, at `INPUT`); a fresh /proc and /dev; a size-capped tmpfs scratch directory
+  (`SCRATCH`: the working directory, HOME and TMPDIR) is the only writable place, and it vanishes
+  with the sandbox. Nothing else of the host (its /etc beyond the loader's cache, /root, /home, /tmp,
+  the repository, the caller's other files) exists;
+- an unprivileged identity in a user namespace without capabilities, in which creating further user
+  namespaces is disabled. Run by root, the code also gets a fresh uid of its own (no groups,
+  no_new_privs): bwrap sets up the namespaces and binds as root, `setpriv` drops to the fresh uid, and
+  a second, unprivileged bwrap adds the user namespace (root's own would keep the code uid 0 to the
+  kernel, which exempts it from RLIMIT_NPROC). Run by another user, the code keeps that user's uid;
+- a cleared environment (nothing of the parent's: tokens, keys, proxies) and a new session;
+- rlimits set by `prlimit` just before Python starts: CPU seconds, address space, size of any file
+  written (stdout and stderr included), open files, no core dumps, and processes (threads count)
+  — enforced by the kernel because the uid is not root;
+- a wall-clock timeout that kills the whole tree: `bwrap` is killed, `--die-with-parent` kills the
+  PID namespace's init, and the kernel then kills every process in the namespace, including those
+  that called `setsid` or double-forked.
 
-The audit hook is defence in depth, not a boundary on its own: C extensions can call the OS
-without raising audit events. The network namespace and the rlimits are enforced by the kernel.
+`isolation()` says what held when this machine was probed (once per process).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import resource
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 from flipmoe.errors import FlipmoeInputError
 
-_CLONE_NEWNET = 0x40000000
-_CLONE_NEWUSER = 0x10000000
+__all__ = ["DATA", "INPUT", "SCRATCH", "Isolation", "SandboxResult", "SandboxUnavailableError", "isolation",
+           "run_code"]
+
+SCRATCH = "/sandbox/scratch"
+"""The code's working directory, HOME and TMPDIR: a tmpfs, the only writable place."""
+INPUT = "/sandbox/input"
+"""Where `run_code(files=...)` puts its input files (read-only)."""
+DATA = "/sandbox/data"
+"""Where `run_code(data_dir=...)` shows the caller's data directory (read-only)."""
+
 _EXIT_MEMORY = 75
 """Exit status the child's bootstrap uses when the code ran out of memory (MemoryError)."""
 _MAX_OPEN_FILES = 256
+_FRESH_UIDS = (1 << 30, 1 << 24)
+"""(first, count) of the uids a run by root picks from: far above any account, one per run, so that
+RLIMIT_NPROC counts only that run's processes."""
+_INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) and util-linux (prlimit, setpriv)"
 
-NetworkIsolation = Literal["namespace", "audit-hook"]
-
-# Runs in the child before the user's code, which it reads from stdin. Kept free of imports beyond
-# `os` and `sys` so that nothing the code could abuse is loaded before the hook is in place.
+# Runs first in the sandboxed interpreter (`-I -S`: no environment, no site module); its arguments are the
+# site-packages directories to import from. The code comes on stdin.
 _BOOTSTRAP = r"""
 import os, sys
+sys.path.extend(sys.argv[1:])
 sys.dont_write_bytecode = True
-_SCRATCH = os.path.realpath(os.getcwd())
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-_REFUSED = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
-            "os.system", "os.kill", "os.killpg", "os.setns", "os.unshare", "pty.", "resource.",
-            "signal.pthread_kill", "ctypes.dlsym", "ctypes.call_function", "ctypes.cdata",
-            "ctypes.set_errno", "http.client.", "urllib.", "ftplib.", "smtplib.", "imaplib.", "poplib.",
-            "nntplib.", "telnetlib.", "webbrowser.", "sys.remote_exec")
-_PATH_EVENTS = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 1, "os.chmod": 1, "os.chown": 1, "os.chflags": 1,
-                "os.lchflags": 1, "os.lchmod": 1, "os.lchown": 1, "os.truncate": 1, "os.utime": 1,
-                "os.setxattr": 1, "os.removexattr": 1, "shutil.rmtree": 1, "shutil.chown": 1,
-                "os.rename": 2, "os.link": 2, "os.symlink": 2, "shutil.copyfile": 2, "shutil.copymode": 2,
-                "shutil.copystat": 2, "shutil.move": 2, "shutil.copytree": 2}
-
-def _inside(path):
-    if isinstance(path, int):
-        return True
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    real = os.path.realpath(os.path.join(os.getcwd(), os.fspath(path)))
-    return real == _SCRATCH or real.startswith(_SCRATCH + os.sep) or real == os.devnull
-
-def _refuse(event, detail=""):
-    raise PermissionError(f"sandbox: {event} is not allowed{detail}")
-
-def _hook(event, args):
-    if event.startswith(_REFUSED):
-        _refuse(event)
-    # ctypes loads the interpreter itself (dlopen(NULL)) when imported; any other library is refused.
-    if event == "ctypes.dlopen" and args and args[0] is not None:
-        _refuse(event, f" ({args[0]})")
-    if event == "open":
-        path, flags = args[0], args[2]
-        if path is None or isinstance(path, int):
-            return
-        writing = flags is not None and flags & _WRITE_FLAGS
-        if (writing or os.path.isdir(path)) and not _inside(path):
-            _refuse("writing" if writing else "opening a directory", f" outside the scratch directory: {path}")
-        return
-    n = _PATH_EVENTS.get(event)
-    if n is not None:
-        for path in args[:n]:
-            if path is not None and not _inside(path):
-                _refuse(event, f" outside the scratch directory: {path}")
-
-sys.addaudithook(_hook)
 _code = sys.stdin.read()
-sys.stdin = open(os.devnull)
-del _hook
+# stdin becomes /dev/null on fd 0: the code holds no descriptor beyond 0, 1 and 2.
+_null = os.open("/dev/null", os.O_RDONLY)
+os.dup2(_null, 0)
+os.close(_null)
+sys.stdin = open(0, closefd=False)
 try:
     exec(compile(_code, "<sandbox>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 except MemoryError:
@@ -107,6 +82,29 @@ except MemoryError:
     sys.stderr.flush()
     os._exit(EXIT_MEMORY)
 """.replace("EXIT_MEMORY", str(_EXIT_MEMORY))
+
+
+class SandboxUnavailableError(RuntimeError):
+    """The sandbox cannot run here (no bubblewrap, or it cannot create namespaces): no code was run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Isolation:
+    """How the sandbox isolates code on this machine."""
+
+    namespaces: tuple[str, ...]
+    """Linux namespaces each run gets ('mount', 'pid', 'net', 'ipc', 'uts', 'cgroup', 'user')."""
+    fresh_uid: bool
+    """True (run by root): each run gets an unprivileged uid of its own; False: the caller's uid."""
+    flags: tuple[str, ...]
+    """Namespace and privilege flags of the bwrap that builds the sandbox."""
+    inner_flags: tuple[str, ...] = ()
+    """Flags of a second bwrap run under the fresh uid inside the first, for the user namespace; none
+    where the kernel refuses unprivileged user namespaces."""
+
+    def describe(self) -> str:
+        who = "a fresh unprivileged uid" if self.fresh_uid else "the caller's uid"
+        return f"bubblewrap: {', '.join(self.namespaces)} namespaces; {who}; no capabilities"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,13 +116,13 @@ class SandboxResult:
     exit_code: int | None
     """The process's exit status; negative: killed by that signal; None: never started."""
     timed_out: bool
-    """Killed because it ran past `timeout_s` of wall-clock time."""
+    """Killed, with everything it started, because it ran past `timeout_s` of wall-clock time."""
     killed_reason: str | None
     """Why the run was stopped ('timeout', 'cpu limit', 'memory limit', 'file size limit', 'signal ...'),
     or None when the code ended on its own."""
     duration_s: float
-    network: NetworkIsolation = "audit-hook"
-    """How the network was cut: a network namespace (and the audit hook), or the audit hook alone."""
+    isolation: str = ""
+    """`Isolation.describe()` of the sandbox it ran in."""
 
     @property
     def ok(self) -> bool:
@@ -132,137 +130,257 @@ class SandboxResult:
 
 
 def run_code(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: float | None = None,
-             files: dict[str, str] | None = None, max_file_mb: int = 16,
+             files: Mapping[str, str | bytes] | None = None, data_dir: str | Path | None = None,
+             max_file_mb: int = 16, scratch_mb: int = 64, max_processes: int = 64,
              max_output_chars: int = 100_000) -> SandboxResult:
-    """Run Python `code` in a sandbox (see the module docstring) and return its output.
+    """Run Python `code` in the sandbox (see the module docstring) and return its output.
 
-    `files` are written into the scratch directory first (relative names, no '..'), so the code can
-    read its inputs with `open(name)`. `cpu_s` defaults to `timeout_s`. Every file the code writes,
-    stdout and stderr included, is limited to `max_file_mb`; the returned outputs to
-    `max_output_chars` characters each.
+    `files` are written under `INPUT` (relative names, no '..'); `data_dir`, a directory the code may
+    read, is shown at `DATA` (run by root, the code's uid is not the owner: the directory must be
+    readable by others). `cpu_s` defaults to `timeout_s`. Every file the code writes, stdout and stderr
+    included, is limited to `max_file_mb`, the scratch directory to `scratch_mb` in all, processes and
+    threads to `max_processes`; the returned outputs to `max_output_chars` characters each.
+    Raises `SandboxUnavailableError` (and runs nothing) where bubblewrap cannot isolate the code.
     """
-    if timeout_s <= 0 or memory_mb <= 0 or (cpu_s is not None and cpu_s <= 0) or max_file_mb <= 0:
+    limits = {"timeout_s": timeout_s, "memory_mb": memory_mb, "max_file_mb": max_file_mb, "scratch_mb": scratch_mb,
+              "max_processes": max_processes, "cpu_s": 1 if cpu_s is None else cpu_s}
+    if any(value <= 0 for value in limits.values()):
         raise FlipmoeInputError("sandbox limits must be positive",
-                                hint=f"got timeout_s={timeout_s}, memory_mb={memory_mb}, cpu_s={cpu_s}, "
-                                     f"max_file_mb={max_file_mb}")
+                                hint=", ".join(f"{k}={v}" for k, v in limits.items() if v <= 0))
+    data = _data_dir(data_dir)
+    names = _input_names(files or {})
+    sandbox = isolation()
     cpu_limit = max(1, int(round(cpu_s if cpu_s is not None else timeout_s)))
-    network = network_isolation()
-    scratch = Path(tempfile.mkdtemp(prefix="flipmoe-sandbox-"))
-    outputs = Path(tempfile.mkdtemp(prefix="flipmoe-sandbox-out-"))
+    work = Path(tempfile.mkdtemp(prefix="flipmoe-sandbox-"))
     start = time.monotonic()
     try:
-        _write_inputs(scratch, files or {})
-        limits = _Limits(memory_bytes=memory_mb * 2**20, cpu_s=cpu_limit, file_bytes=max_file_mb * 2**20)
-        with open(outputs / "stdout", "wb") as out, open(outputs / "stderr", "wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-X", "utf8", "-c", _BOOTSTRAP],
-                stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=scratch, env=_environment(scratch),
-                preexec_fn=limits.apply, start_new_session=True, close_fds=True)
-            timed_out = False
-            try:
-                assert process.stdin is not None
-                process.stdin.write(code.encode("utf-8"))
-                process.stdin.close()
-            except BrokenPipeError:  # the child died before reading its code; its status says why
-                pass
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill_group(process)
+        inputs = work / "input"
+        _write_inputs(inputs, names, files or {})
+        rlimits = _rlimits(memory_bytes=memory_mb * 2**20, cpu_s=cpu_limit, file_bytes=max_file_mb * 2**20,
+                           processes=max_processes)
+        command = _command(sandbox, inputs=inputs, data=data, scratch_bytes=scratch_mb * 2**20,
+                           rlimits=rlimits, python_args=["-c", _BOOTSTRAP, *_site_dirs()])
+        with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err,
+                                       env={"PATH": "/usr/bin:/bin"}, start_new_session=True, close_fds=True)
+            timed_out = _feed_and_wait(process, code, timeout_s)
         duration = time.monotonic() - start
-        stdout = _read(outputs / "stdout", max_output_chars)
-        stderr = _read(outputs / "stderr", max_output_chars)
+        stdout = _read(work / "stdout", max_output_chars)
+        stderr = _read(work / "stderr", max_output_chars)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(outputs, ignore_errors=True)
-    code_ = process.returncode
-    return SandboxResult(stdout=stdout, stderr=stderr, exit_code=code_, timed_out=timed_out,
-                         killed_reason=_killed_reason(code_, stderr, timed_out=timed_out, memory_mb=memory_mb,
+        shutil.rmtree(work, ignore_errors=True)
+    exit_code = _exit_status(process.returncode)
+    return SandboxResult(stdout=stdout, stderr=stderr, exit_code=exit_code, timed_out=timed_out,
+                         killed_reason=_killed_reason(exit_code, stderr, timed_out=timed_out, memory_mb=memory_mb,
                                                       cpu_s=cpu_limit, max_file_mb=max_file_mb),
-                         duration_s=duration, network=network)
+                         duration_s=duration, isolation=sandbox.describe())
 
 
-@dataclass(frozen=True)
-class _Limits:
-    memory_bytes: int
-    cpu_s: int
-    file_bytes: int
+def isolation() -> Isolation:
+    """The isolation this machine gives (probed once per process by a trial run under bubblewrap).
 
-    def apply(self) -> None:
-        """Runs in the child between fork and exec: cut the network, then set the limits."""
-        _unshare_network()
-        resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
-        # The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL if that was ignored.
-        resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_s, self.cpu_s + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_bytes, self.file_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (_MAX_OPEN_FILES, _MAX_OPEN_FILES))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        # Not enforced for root (CAP_SYS_RESOURCE); there the audit hook refuses process creation.
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    Raises `SandboxUnavailableError`, naming what is missing, where bubblewrap cannot run the sandbox.
+    """
+    found = _probe()
+    if isinstance(found, str):
+        raise SandboxUnavailableError(found)
+    return found
+
+
+# ------------------------------------------------------------------------------------------ probing
 
 
 @lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name, use_errno=True) if name else None
-    except OSError:
+def _probe() -> Isolation | str:
+    """The first flag set, strongest first, under which bubblewrap runs the interpreter; or why none does."""
+    missing = [tool for tool in _tools() if _tools()[tool] is None]
+    if missing:
+        return f"the sandbox needs {' and '.join(missing)}, not found on PATH: {_INSTALL_HINT}"
+    failures = []
+    for candidate in _candidates():
+        command = _command(candidate, inputs=None, data=None, scratch_bytes=2**20,
+                           rlimits=_rlimits(memory_bytes=2**30, cpu_s=10, file_bytes=2**20, processes=16),
+                           python_args=["-c", "pass"])
+        try:
+            done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                                  env={"PATH": "/usr/bin:/bin"})
+        except (OSError, subprocess.SubprocessError) as err:
+            failures.append(f"{type(err).__name__}: {err}")
+            continue
+        if done.returncode == 0:
+            return candidate
+        failures.append(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+    return (f"bubblewrap (bwrap) cannot create the sandbox's namespaces on this machine "
+            f"({'; '.join(dict.fromkeys(failures))}): code is not run without it")
+
+
+def _candidates() -> list[Isolation]:
+    """Flag sets, strongest first."""
+    flags = ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try")
+    namespaces = ("mount", "pid", "net", "ipc", "uts", "cgroup")
+    user = ("--unshare-user", "--disable-userns", "--cap-drop", "ALL")
+    if os.geteuid() == 0:
+        return [Isolation(namespaces=(*namespaces, "user"), fresh_uid=True, flags=flags, inner_flags=user),
+                Isolation(namespaces=namespaces, fresh_uid=True, flags=flags)]
+    return [Isolation(namespaces=(*namespaces, "user"), fresh_uid=False, flags=(*flags, *user)),
+            Isolation(namespaces=(*namespaces, "user"), fresh_uid=False, flags=(*flags, "--unshare-user", "--cap-drop",
+                                                                                  "ALL"))]
+
+
+@lru_cache(maxsize=1)
+def _tools() -> dict[str, str | None]:
+    tools = {"bubblewrap (bwrap)": shutil.which("bwrap"), "prlimit": shutil.which("prlimit")}
+    if os.geteuid() == 0:
+        tools["setpriv"] = shutil.which("setpriv")
+    return tools
+
+
+# ------------------------------------------------------------------------------------ the command
+
+
+def _command(sandbox: Isolation, *, inputs: Path | None, data: Path | None, scratch_bytes: int,
+             rlimits: list[str], python_args: list[str]) -> list[str]:
+    tools = _tools()
+    bwrap, prlimit = tools["bubblewrap (bwrap)"], tools["prlimit"]
+    assert bwrap is not None and prlimit is not None
+    python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    args = [bwrap, *sandbox.flags, "--die-with-parent", "--new-session", "--hostname", "sandbox",
+            *_system_binds(), *_binds([Path(sys.base_prefix).resolve(), *map(Path, _site_dirs())]),
+            "--proc", "/proc", "--dev", "/dev", "--perms", "0755", "--dir", "/sandbox",
+            "--size", str(scratch_bytes), "--perms", "01777", "--tmpfs", SCRATCH]
+    if inputs is not None:
+        args += ["--ro-bind", str(inputs), INPUT]
+    if data is not None:
+        args += ["--ro-bind", str(data), DATA]
+    args += ["--chdir", SCRATCH, "--clearenv", *_environment()]
+    drop: list[str] = []
+    if sandbox.fresh_uid:
+        setpriv = tools["setpriv"]
+        assert setpriv is not None
+        uid = str(_FRESH_UIDS[0] + secrets.randbelow(_FRESH_UIDS[1]))
+        drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    if sandbox.inner_flags:
+        # The inner bwrap stages its root on /tmp; `--dev-bind` keeps /dev/null and friends usable.
+        args += ["--perms", "0755", "--dir", "/tmp"]
+        drop += [bwrap, *sandbox.inner_flags, "--die-with-parent", "--dev-bind", "/", "/", "--chdir", SCRATCH, "--"]
+    return [*args, "--", *drop, prlimit, *rlimits, "--", python, "-I", "-S", "-B", "-X", "utf8", *python_args]
+
+
+def _rlimits(*, memory_bytes: int, cpu_s: int, file_bytes: int, processes: int) -> list[str]:
+    # The soft CPU limit sends SIGXCPU; the hard one, a second later, SIGKILL if that was ignored.
+    # The limits are set after the uid change: for root, RLIMIT_NPROC is not enforced.
+    return [f"--as={memory_bytes}", f"--cpu={cpu_s}:{cpu_s + 1}", f"--fsize={file_bytes}",
+            f"--nofile={_MAX_OPEN_FILES}", "--core=0", f"--nproc={processes}"]
+
+
+def _system_binds() -> list[str]:
+    """/usr read-only, and /bin, /sbin, /lib* as they are on the host (symlinks into /usr, or directories)."""
+    args = ["--ro-bind", "/usr", "/usr", "--perms", "0755", "--dir", "/etc",
+            "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    for name in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(name):
+            args += ["--symlink", os.readlink(name), name]
+        elif os.path.isdir(name):
+            args += ["--ro-bind", name, name]
+    return args
+
+
+def _binds(paths: list[Path]) -> list[str]:
+    """Read-only binds of `paths` at the same place, with their missing parents created world-readable
+    (bwrap would make them 0700, which the unprivileged uid could not cross)."""
+    covered = [Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64")]
+    created: set[Path] = set()
+    args: list[str] = []
+    for path in sorted(set(paths), key=lambda p: len(p.parts)):
+        if not path.is_dir() or any(path == c or c in path.parents for c in covered):
+            continue
+        for parent in reversed(path.parents[:-1]):
+            if parent not in created:
+                args += ["--perms", "0755", "--dir", str(parent)]
+                created.add(parent)
+        args += ["--ro-bind", str(path), str(path)]
+        covered.append(path)
+    return args
+
+
+@lru_cache(maxsize=1)
+def _site_dirs() -> tuple[str, ...]:
+    """This environment's site-packages (the venv's, else the interpreter's), for the code's imports."""
+    paths = sysconfig.get_paths()
+    return tuple(dict.fromkeys(str(Path(paths[key]).resolve()) for key in ("purelib", "platlib")
+                               if Path(paths[key]).is_dir()))
+
+
+def _environment() -> list[str]:
+    """A minimal environment: nothing of the parent's (credentials, proxies, cluster addresses)."""
+    variables = {"PATH": "/usr/bin:/bin", "HOME": SCRATCH, "TMPDIR": SCRATCH, "LANG": "C.UTF-8", "TZ": "UTC",
+                 "MPLBACKEND": "Agg", "MPLCONFIGDIR": SCRATCH, "ARROW_DEFAULT_MEMORY_POOL": "system",
+                 # One thread per pool: threads count against the process limit.
+                 **{name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                           "NUMEXPR_NUM_THREADS")}}
+    return [arg for name, value in variables.items() for arg in ("--setenv", name, value)]
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def _data_dir(data_dir: str | Path | None) -> Path | None:
+    if data_dir is None:
         return None
+    path = Path(data_dir).resolve()
+    if not path.is_dir():
+        raise FlipmoeInputError("the sandbox's data directory does not exist or is not a directory", path=data_dir)
+    return path
 
 
-def _unshare_network() -> bool:
-    """Move the calling process into a new network namespace; as an unprivileged user, inside a new
-    user namespace (which unprivileged users may create where the kernel allows it)."""
-    libc = _libc()
-    if libc is None or not sys.platform.startswith("linux"):
-        return False
-    return libc.unshare(_CLONE_NEWNET) == 0 or libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0
-
-
-def _probe_unshare() -> None:
-    if not _unshare_network():
-        raise OSError("unshare(CLONE_NEWNET) refused")
-
-
-@lru_cache(maxsize=1)
-def network_isolation() -> NetworkIsolation:
-    """'namespace' when this machine lets the sandbox cut the network with a namespace, else
-    'audit-hook' (checked once, by starting a child that tries)."""
-    _libc()  # load libc in the parent: the child between fork and exec should not dlopen
-    try:
-        subprocess.run([sys.executable, "-I", "-c", "pass"], preexec_fn=_probe_unshare, check=True,
-                       capture_output=True, timeout=30)
-    except (subprocess.SubprocessError, OSError):
-        return "audit-hook"
-    return "namespace"
-
-
-def _write_inputs(scratch: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
+def _input_names(files: Mapping[str, str | bytes]) -> dict[str, PurePosixPath]:
+    names = {}
+    for name in files:
         relative = PurePosixPath(name)
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise FlipmoeInputError(f"sandbox input file name {name!r} must be relative and stay in the "
-                                    "scratch directory")
-        target = scratch.joinpath(*relative.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+                                    "input directory")
+        names[name] = relative
+    return names
 
 
-def _environment(scratch: Path) -> dict[str, str]:
-    """A minimal environment: nothing of the parent's (credentials, proxies, cluster addresses)."""
-    one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                         "NUMEXPR_NUM_THREADS")}
-    return {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch), "LANG": "C.UTF-8",
-            "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(scratch), **one_thread}
+def _write_inputs(inputs: Path, names: dict[str, PurePosixPath], files: Mapping[str, str | bytes]) -> None:
+    """The input files in a directory the sandbox's uid can read (it is bound read-only)."""
+    inputs.mkdir()
+    inputs.chmod(0o755)
+    for name, relative in names.items():
+        target = inputs.joinpath(*relative.parts)
+        for parent in reversed(relative.parents[:-1]):
+            (inputs / parent).mkdir(exist_ok=True)
+            (inputs / parent).chmod(0o755)
+        content = files[name]
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+        target.chmod(0o644)
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def _feed_and_wait(process: subprocess.Popen[bytes], code: str, timeout_s: float) -> bool:
+    """Send the code, wait; past `timeout_s`, kill bwrap and with it the sandbox's whole PID namespace.
+    True when it timed out."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
+        assert process.stdin is not None
+        process.stdin.write(code.encode("utf-8"))
+        process.stdin.close()
+    except BrokenPipeError:  # the child died before reading its code; its status says why
         pass
-    process.wait()
+    try:
+        process.wait(timeout=timeout_s)
+        return False
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        return True
 
 
 def _read(path: Path, limit: int) -> str:
@@ -272,6 +390,13 @@ def _read(path: Path, limit: int) -> str:
     if len(text) > limit:
         return text[:limit] + f"\n[... output truncated at {limit} characters]"
     return text
+
+
+def _exit_status(returncode: int) -> int:
+    """The code's exit status, negative for a signal: bwrap reports a command killed by signal N as 128 + N."""
+    if 128 < returncode <= 128 + signal.SIGRTMAX:
+        return -(returncode - 128)
+    return returncode
 
 
 def _killed_reason(exit_code: int | None, stderr: str, *, timed_out: bool, memory_mb: int, cpu_s: int,
@@ -285,11 +410,14 @@ def _killed_reason(exit_code: int | None, stderr: str, *, timed_out: bool, memor
         return f"file size limit ({max_file_mb} MiB)"
     if exit_code is None or exit_code >= 0:
         return None
-    sig = -exit_code
-    if sig == signal.SIGXCPU:
+    signal_number = -exit_code
+    if signal_number == signal.SIGXCPU:
         return f"cpu limit ({cpu_s} s)"
-    if sig == signal.SIGKILL:
+    if signal_number == signal.SIGKILL:
         return f"killed by SIGKILL (the cpu hard limit of {cpu_s + 1} s, or the kernel out of memory)"
-    if sig == signal.SIGXFSZ:
+    if signal_number == signal.SIGXFSZ:
         return f"file size limit ({max_file_mb} MiB)"
-    return f"signal {signal.Signals(sig).name}"
+    try:
+        return f"signal {signal.Signals(signal_number).name}"
+    except ValueError:  # a real-time signal without a name
+        return f"signal {signal_number}"

@@ -24,8 +24,9 @@ One implementation for both users: the Gymnasium environment (`data_pipeline.cha
 where a policy is trained, and the director's explorer actor (`director.actors.explorer`), where it
 runs. A policy therefore sees at inference exactly the observations it was trained on.
 
-Every result is an `Observation`: compact text for the model (printable ASCII, instruction-like
-telemetry lines redacted, at most `max_observation_chars`) and the same result as plain data. A bad
+Every result is an `Observation`: compact text for the model (printable ASCII, telemetry lines with
+instructions or tool-call markup redacted by `flipmoe.toolkits.untrusted.neutralise`, at most
+`max_observation_chars`) and the same result as plain data. A bad
 call (unknown tool, missing or malformed argument, unknown service or span) is an error observation,
 never an exception. The tools are deterministic: the same calls on the same incident read the same.
 """
@@ -48,16 +49,12 @@ from flipmoe.telemetry.incident import Incident
 from flipmoe.telemetry.validate import to_utc
 from flipmoe.toolkits.index import IncidentIndex, build_index
 from flipmoe.toolkits.metrics import RobustMAD, nanmedian_rows, reference_split_time
+from flipmoe.toolkits.untrusted import REDACTED, neutralise
 
 __all__ = ["CALL_SCHEMA", "REDACTED", "ROOT", "TOOLS", "ExploreConfig", "ExploreTools", "Observation",
-           "call_arguments", "observation_text", "parse_call", "sanitize"]
+           "call_arguments", "observation_text", "parse_call"]
 
 ROOT = "root"
-REDACTED = "[redacted: instruction-like text in the telemetry]"
-_INSTRUCTION_LIKE = re.compile(
-    r"ignore\s+(all\s+|any\s+|the\s+)?(previous|prior|above|earlier)\s+(instructions?|prompts?|messages?)"
-    r"|disregard\s+(all\s+|the\s+)?(previous|prior|above)|you\s+are\s+now\b|system\s+prompt|new\s+instructions?"
-    r"|\b(report|name|declare|mark|blame)\b.{0,80}\bas\s+(the\s+)?root[\s_-]*cause", re.IGNORECASE)
 _PRINTABLE = frozenset(string.printable)
 _TOOL_CALL_TAG = re.compile(r"<tool_call>\s*(.*?)\s*(?:</?tool_call>|$)", re.DOTALL)
 _VARIABLE = r"[0-9a-fA-F]{8,}(?:-[0-9a-fA-F]{4,})*|\d+(?:\.\d+)?"
@@ -205,14 +202,9 @@ def _json(text: str, *, what: str) -> Any:
         raise FlipmoeInputError(f"{what} is not valid JSON ({err.msg} at column {err.colno})") from None
 
 
-def sanitize(text: str) -> str:
-    """Telemetry text with instruction-like lines replaced: observations are data, not prompts."""
-    return "\n".join(REDACTED if _INSTRUCTION_LIKE.search(line) else line for line in text.splitlines())
-
-
 def observation_text(text: str, *, max_chars: int) -> str:
     """`text` as an agent reads it: redacted, printable ASCII, at most `max_chars` long."""
-    text = sanitize(text).encode("ascii", "backslashreplace").decode("ascii")
+    text = neutralise(text).encode("ascii", "backslashreplace").decode("ascii")
     text = "".join(c if c in _PRINTABLE else "?" for c in text)
     return text if len(text) <= max_chars else text[: max_chars - 16] + "\n...[truncated]"
 
