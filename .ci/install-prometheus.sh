@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Prometheus server and promtool (Debian package `prometheus`) for the integration tests,
-# without starting its service: the tests start their own server on a free port.
+# Install the Prometheus server and promtool (Debian package `prometheus`) and Alertmanager (Debian package
+# `prometheus-alertmanager`) for the integration tests, without starting their services: the tests start
+# their own servers on free ports.
 set -euo pipefail
 
-if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; then
+if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] && [ -x /usr/bin/prometheus-alertmanager ]; then
   exit 0
 fi
 
@@ -19,5 +20,6 @@ if [ ! -e "$policy" ]; then
 fi
 
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager
 /usr/bin/prometheus --version | head -n 1
+/usr/bin/prometheus-alertmanager --version | head -n 1

@@ -8,6 +8,7 @@ name the key) and every field keeps its default when the file leaves it out.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -59,6 +60,45 @@ class ImportConfig:
 
 
 @dataclass(kw_only=True)
+class SecretRef:
+    """Where a secret (token, routing key, webhook URL) is read from: never the config file itself.
+
+    Read when it is used, so a rotated secret (a re-mounted Kubernetes secret, say) takes effect without a
+    restart. Leave both empty for none.
+    """
+
+    env: str = ""
+    """Name of the environment variable that holds it."""
+    file: str = ""
+    """Path of a file that holds it (surrounding whitespace dropped)."""
+
+    def __post_init__(self) -> None:
+        _require(not (self.env and self.file), "a secret is read from env or from file, not both")
+
+    @property
+    def is_set(self) -> bool:
+        return bool(self.env or self.file)
+
+    def read(self, what: str) -> str:
+        """The secret's value; `what` names it in errors, which never contain the value."""
+        if self.env:
+            value = os.environ.get(self.env, "").strip()
+            if not value:
+                raise FlipmoeInputError(f"{what}: environment variable {self.env} is not set or empty")
+            return value
+        if self.file:
+            try:
+                value = Path(self.file).read_text(encoding="utf-8").strip()
+            except OSError as err:
+                raise FlipmoeInputError(f"{what}: cannot read the secret file ({err.strerror})",
+                                        path=self.file) from None
+            if not value:
+                raise FlipmoeInputError(f"{what}: the secret file is empty", path=self.file)
+            return value
+        raise FlipmoeInputError(f"{what}: no secret configured", hint="set its env or file")
+
+
+@dataclass(kw_only=True)
 class PrometheusConfig:
     """The Prometheus HTTP API connector."""
 
@@ -81,6 +121,11 @@ class PrometheusConfig:
     server that is not ready); a query Prometheus itself rejects is never retried."""
     retry_backoff_seconds: float = 0.25
     """Wait before the first retry; doubled before each further one."""
+    queries: dict[str, str] | list[str] = field(default_factory=list)
+    """What an alert pulls (`POST /v1/alertmanager`): a mapping metric name -> PromQL, or a list of PromQL
+    (series then named by `__name__`). Empty: no metrics are pulled."""
+    token: SecretRef = field(default_factory=SecretRef)
+    """Bearer token sent to Prometheus (or the proxy in front of it), if it needs one."""
 
     def __post_init__(self) -> None:
         _require(self.url.startswith(("http://", "https://")), "prometheus.url must start with http:// or https://")
@@ -89,6 +134,152 @@ class PrometheusConfig:
         _require(self.max_points_per_series > 1, "prometheus.max_points_per_series must be > 1")
         _require(self.retries >= 0, "prometheus.retries must be >= 0")
         _require(self.retry_backoff_seconds >= 0, "prometheus.retry_backoff_seconds must be >= 0")
+
+
+@dataclass(kw_only=True)
+class LokiConfig:
+    """The Loki HTTP API connector (`flipmoe import loki`, and the logs an alert pulls)."""
+
+    url: str = "http://127.0.0.1:3100"
+    """Base URL of the Loki server (or its query frontend / gateway)."""
+    queries: list[str] = field(default_factory=list)
+    """What an alert pulls: LogQL log queries, e.g. `{namespace="prod"}` or `{app=~"checkout|cart"} |= "error"`.
+    Empty: no logs are pulled."""
+    service_labels: list[str] = field(default_factory=lambda: ["service", "service_name", "app", "job"])
+    """Stream labels that name the service, in order of preference; a stream with none of them is dropped."""
+    pod_labels: list[str] = field(default_factory=lambda: ["pod", "instance"])
+    """Stream labels that name the pod, in order of preference."""
+    node_labels: list[str] = field(default_factory=lambda: ["node", "node_name", "host", "hostname"])
+    """Stream labels that name the node (recorded as the pod's placement in topology.json)."""
+    level_labels: list[str] = field(default_factory=lambda: ["level", "detected_level", "severity"])
+    """Stream labels (or structured metadata) that give the level; otherwise it is read off the line."""
+    limit: int = 5000
+    """Entries asked for per request (Loki refuses more than its max_entries_limit_per_query, 5000 by default);
+    a longer window is read page by page."""
+    max_lines: int = 200_000
+    """Most lines read per query; the rest is left out with a warning."""
+    tenant: str = ""
+    """Sent as X-Scope-OrgID on a multi-tenant Loki."""
+    username: str = ""
+    """User of HTTP basic auth (with `password`), e.g. on Grafana Cloud."""
+    password: SecretRef = field(default_factory=SecretRef)
+    """Password of HTTP basic auth."""
+    token: SecretRef = field(default_factory=SecretRef)
+    """Bearer token, when Loki sits behind an authenticating proxy."""
+    timeout_seconds: float = 30.0
+    """Timeout of one HTTP request."""
+    retries: int = 2
+    """Extra attempts after a transient failure (connection error, 429, 502/503/504)."""
+    retry_backoff_seconds: float = 0.25
+    """Wait before the first retry; doubled before each further one."""
+
+    def __post_init__(self) -> None:
+        _require(self.url.startswith(("http://", "https://")), "loki.url must start with http:// or https://")
+        _require(all(isinstance(q, str) and q.strip() for q in self.queries), "loki.queries must be LogQL strings")
+        for name in ("service_labels", "pod_labels", "node_labels", "level_labels"):
+            _require(all(isinstance(label, str) and label for label in getattr(self, name)),
+                     f"loki.{name} must be a list of label names")
+        _require(bool(self.service_labels), "loki.service_labels needs at least one label name")
+        _require(self.limit >= 1, "loki.limit must be >= 1")
+        _require(self.max_lines >= 1, "loki.max_lines must be >= 1")
+        _require(not (self.username and self.token.is_set), "loki: use basic auth (username) or a token, not both")
+        _require(self.timeout_seconds > 0, "loki.timeout_seconds must be > 0")
+        _require(self.retries >= 0, "loki.retries must be >= 0")
+        _require(self.retry_backoff_seconds >= 0, "loki.retry_backoff_seconds must be >= 0")
+
+
+@dataclass(kw_only=True)
+class OtlpConfig:
+    """OTLP/JSON files (the OpenTelemetry Collector's file exporter) that an alert reads spans from."""
+
+    trace_files: list[str] = field(default_factory=list)
+    """Files or directories (every *.json, *.jsonl and their .gz in it); spans that start in the alert's window
+    are kept. Empty: no spans are read."""
+
+    def __post_init__(self) -> None:
+        _require(all(isinstance(p, str) and p for p in self.trace_files), "otlp.trace_files must be paths")
+
+
+@dataclass(kw_only=True)
+class AlertsConfig:
+    """Incidents opened by Alertmanager's webhook (`POST /v1/alertmanager`): the window around the alerts."""
+
+    look_back_minutes: float = 15.0
+    """The window starts this long before the earliest firing alert's startsAt."""
+    margin_after_minutes: float = 5.0
+    """The window ends this long after the latest startsAt, or when the webhook arrived if that is earlier."""
+    max_window_minutes: float = 360.0
+    """A group whose alerts started further apart is cut to its latest part."""
+
+    def __post_init__(self) -> None:
+        _require(self.look_back_minutes > 0, "alerts.look_back_minutes must be > 0")
+        _require(self.margin_after_minutes >= 0, "alerts.margin_after_minutes must be >= 0")
+        _require(self.max_window_minutes > self.look_back_minutes,
+                 "alerts.max_window_minutes must be more than alerts.look_back_minutes")
+
+
+DELIVERY_KINDS = ("slack", "pagerduty", "webhook")
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+@dataclass(kw_only=True)
+class DeliveryTarget:
+    """One place an alert's analysis is sent to."""
+
+    kind: str
+    """`slack` (an incoming webhook; Mattermost and others take the same message), `pagerduty` (Events API v2)
+    or `webhook` (the result as JSON)."""
+    name: str = ""
+    """Names the target in logs and in the job's delivery record (default: the kind)."""
+    url: str = ""
+    """Where to POST. PagerDuty's defaults to its Events API; for Slack, whose webhook URL holds its token, use
+    `url_secret` instead."""
+    url_secret: SecretRef = field(default_factory=SecretRef)
+    """The URL, when it is itself a secret."""
+    token: SecretRef = field(default_factory=SecretRef)
+    """PagerDuty: the integration's routing key (required). Webhook: a bearer token, if the receiver wants one."""
+    timeout_seconds: float = 10.0
+    """Timeout of one POST."""
+    retries: int = 3
+    """Extra attempts after a transient failure (connection error, 429, 5xx)."""
+    retry_backoff_seconds: float = 1.0
+    """Wait before the first retry; doubled before each further one."""
+
+    def __post_init__(self) -> None:
+        _require(self.kind in DELIVERY_KINDS, f"delivery target kind must be one of {', '.join(DELIVERY_KINDS)}, "
+                                              f"got {self.kind!r}")
+        if self.kind == "pagerduty" and not self.url and not self.url_secret.is_set:
+            self.url = PAGERDUTY_EVENTS_URL
+        self.name = self.name or self.kind
+        _require(bool(self.url) != self.url_secret.is_set,
+                 f"delivery target {self.name!r}: give url or url_secret (exactly one)")
+        _require(not self.url or self.url.startswith(("http://", "https://")),
+                 f"delivery target {self.name!r}: url must start with http:// or https://")
+        _require(self.kind != "pagerduty" or self.token.is_set,
+                 f"delivery target {self.name!r}: PagerDuty needs its routing key in token (env or file)")
+        _require(self.timeout_seconds > 0, f"delivery target {self.name!r}: timeout_seconds must be > 0")
+        _require(self.retries >= 0, f"delivery target {self.name!r}: retries must be >= 0")
+        _require(self.retry_backoff_seconds >= 0, f"delivery target {self.name!r}: retry_backoff_seconds must be >= 0")
+
+
+@dataclass(kw_only=True)
+class DeliveryConfig:
+    """Where the analysis of an alert goes when it is done (or has failed)."""
+
+    targets: list[DeliveryTarget] = field(default_factory=list)
+    """Every target gets every result; one failing does not stop the others."""
+    report_base_url: str = ""
+    """This service's URL as the readers of the messages reach it (e.g. https://flipmoe.example.com), for the
+    link to the report; without it the link is a path."""
+    top_causes: int = 3
+    """Root causes listed in a message."""
+
+    def __post_init__(self) -> None:
+        _require(not self.report_base_url or self.report_base_url.startswith(("http://", "https://")),
+                 "delivery.report_base_url must start with http:// or https://")
+        _require(self.top_causes >= 1, "delivery.top_causes must be >= 1")
+        names = [t.name for t in self.targets]
+        _require(len(set(names)) == len(names), "delivery.targets: give each target its own name")
 
 
 @dataclass(kw_only=True)
@@ -101,6 +292,14 @@ class FlipmoeConfig:
     """Importer windows."""
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     """Prometheus connector."""
+    loki: LokiConfig = field(default_factory=LokiConfig)
+    """Loki connector."""
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
+    """OTLP/JSON trace files."""
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    """Incidents opened by Alertmanager."""
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    """Where alert analyses are sent."""
 
     @classmethod
     def load(cls, path: str | Path) -> FlipmoeConfig:

@@ -58,3 +58,30 @@ def test_invalid_yaml_names_file(tmp_path):
     path.write_text("a: [1, 2\n")
     with pytest.raises(FlipmoeInputError, match="not valid YAML"):
         FlipmoeConfig.load(path)
+
+
+def test_alert_sections_load_from_yaml_with_secret_references(tmp_path, monkeypatch):
+    path = tmp_path / "alerts.yaml"
+    path.write_text(
+        "prometheus:\n  queries: {cpu: 'rate(cpu[1m])'}\n"
+        "loki:\n  queries: ['{namespace=\"shop\"}']\n  token: {env: LOKI_TOKEN}\n"
+        "delivery:\n  targets:\n    - {kind: slack, url_secret: {file: /run/secrets/slack}}\n"
+        "    - {kind: pagerduty, token: {env: PD_KEY}}\n")
+    config = FlipmoeConfig.load(path)
+    assert config.prometheus.queries == {"cpu": "rate(cpu[1m])"}
+    assert [t.name for t in config.delivery.targets] == ["slack", "pagerduty"]
+    assert config.delivery.targets[1].url == "https://events.pagerduty.com/v2/enqueue"
+    monkeypatch.setenv("LOKI_TOKEN", " t0ken\n")
+    assert config.loki.token.read("loki.token") == "t0ken"
+    config.save(tmp_path / "again.yaml")  # secrets are references: saving writes no value
+    assert "t0ken" not in (tmp_path / "again.yaml").read_text()
+    assert FlipmoeConfig.load(tmp_path / "again.yaml") == config
+
+
+def test_a_secret_comes_from_env_or_file_not_both():
+    from flipmoe.config import SecretRef
+
+    with pytest.raises(FlipmoeInputError, match="not both"):
+        SecretRef(env="A", file="/b")
+    with pytest.raises(FlipmoeInputError, match="cannot read the secret file"):
+        SecretRef(file="/no/such/secret").read("x")

@@ -27,6 +27,7 @@ import httpx
 import pytest
 from conftest import tiny_incident
 from fastapi.testclient import TestClient
+from http_doubles import closed_port_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_import_hardening import otlp_span
@@ -35,6 +36,7 @@ from test_serve_app import stub_analyzer
 from test_serve_hardening import StubModels
 
 from flipmoe.cli import main
+from flipmoe.config import FlipmoeConfig, LokiConfig
 from flipmoe.importers.nezha import parse_log_line
 from flipmoe.serve.app import ServeSettings, create_app
 from flipmoe.telemetry import write_incident
@@ -205,7 +207,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     write_incident(tiny_incident(), root / "allowed" / "tiny")
     settings_ = ServeSettings(data_dir=root / "serve", allow_server_paths=True, server_path_root=root / "allowed",
                               max_request_bytes=256 * 1024, max_archive_bytes=1024 * 1024)
-    with TestClient(create_app(settings_, analyzer=stub_analyzer, models=StubModels())) as test_client:
+    # Alerts are accepted (a backend is configured); their jobs fail fast on the closed port, with no delivery.
+    config = FlipmoeConfig(loki=LokiConfig(url=closed_port_url(), queries=['{a="b"}'], retries=0))
+    with TestClient(create_app(settings_, analyzer=stub_analyzer, models=StubModels(), config=config)) as test_client:
         yield test_client
 
 
@@ -257,6 +261,32 @@ def test_fuzz_job_lookups_and_idempotency_keys(client: TestClient, job_id: str, 
                                headers={"content-type": "application/json", "idempotency-key": key}))
 
 
+@st.composite
+def near_valid_alertmanager(draw: st.DrawFn) -> dict[str, Any]:
+    """An Alertmanager webhook payload with one field (of the payload or of its alert) set to a random value."""
+    alert: dict[str, Any] = {"status": "firing", "labels": {"alertname": "A", "service": "api"}, "annotations": {},
+                             "startsAt": draw(st.sampled_from(["2026-03-01T10:00:00Z", "0001-01-01T00:00:00Z",
+                                                               "9999-12-31T23:59:59.999999999Z",
+                                                               "2026-03-01T10:00:00.123456789+05:30"])),
+                             "endsAt": "0001-01-01T00:00:00Z", "fingerprint": draw(st.text(max_size=8))}
+    body: dict[str, Any] = {"version": "4", "groupKey": draw(st.text(min_size=1, max_size=20)), "status": "firing",
+                            "receiver": "r", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+                            "externalURL": "", "truncatedAlerts": 0, "alerts": [alert]}
+    target = draw(st.sampled_from([body, alert]))
+    field = draw(st.sampled_from(sorted(target)))
+    if draw(st.booleans()):
+        target[field] = draw(json_values)
+    return body
+
+
+@FUZZ
+@given(body=st.one_of(spliced_json(near_valid_alertmanager()), near_valid_alertmanager().map(
+    lambda b: json_text(b).encode())))
+def test_fuzz_alertmanager_webhook(client: TestClient, body: bytes) -> None:
+    CASES["POST /v1/alertmanager"] += 1
+    assert_handled(client.post("/v1/alertmanager", content=body, headers={"content-type": "application/json"}))
+
+
 generate_bodies = st.fixed_dictionaries({}, optional={
     "prompt": st.one_of(st.text(max_size=40), json_values), "task": st.one_of(st.none(), scalars),
     "max_tokens": scalars, "stop": st.one_of(st.lists(st.text(max_size=5), max_size=10), json_values),
@@ -288,7 +318,7 @@ def test_fuzz_model_endpoints(client: TestClient, route: bytes, generate: bytes,
 @FUZZ
 @given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
        path=st.sampled_from(["/healthz", "/metrics", "/v1/models", "/v1/incidents", "/v1/route", "/v1/chat/completions",
-                             "/v1/experts/logs/generate", "/", "/docs", "/openapi.json"]),
+                             "/v1/experts/logs/generate", "/v1/alertmanager", "/", "/docs", "/openapi.json"]),
        suffix=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=10),
        headers=st.dictionaries(st.sampled_from(["content-length", "content-type", "authorization", "idempotency-key"]),
                                st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
@@ -416,7 +446,7 @@ def test_fuzz_import_prometheus(tmp_path_factory: pytest.TempPathFactory, body: 
         return real_client(*args, **kwargs, transport=transport)
 
     with mock.patch.object(prometheus.httpx, "Client", mocked_client), \
-            mock.patch.object(prometheus.time, "sleep", lambda seconds: None):
+            mock.patch("flipmoe.net.time.sleep", lambda seconds: None):
         run_importer(["import", "prometheus", "--url", "http://prometheus.invalid:9090", "--query", "cpu=up",
                       "--start", "2026-03-01T10:00:00Z", "--end", "2026-03-01T10:10:00Z", "--out", str(work / "out")])
 

@@ -12,6 +12,7 @@ import importlib
 # One module per importer; each adds its subcommand to `flipmoe import`.
 _IMPORTER_CLIS: tuple[str, ...] = (
     "flipmoe.cli._import_prometheus",
+    "flipmoe.cli._import_loki",
     "flipmoe.cli._import_otlp",
     "flipmoe.cli._import_csv",
     "flipmoe.cli._import_nezha",
@@ -21,7 +22,7 @@ _IMPORTER_CLIS: tuple[str, ...] = (
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "import", help="import telemetry (Nezha, TVDiag, OTLP/JSON, CSV, Prometheus) into incident directories",
+        "import", help="import telemetry (Nezha, TVDiag, OTLP/JSON, CSV, Prometheus, Loki) into incident directories",
         description="Import external telemetry into flipmoe incident directories (see DESIGN.md). "
                     "Output is written to a temporary directory and renamed into place, so a failed "
                     "import never leaves a half-written incident.")

@@ -10,7 +10,8 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="run the HTTP API on Ray Serve",
-        description="Serve incident analysis (POST /v1/incidents), routed and per-expert generation and an "
+        description="Serve incident analysis (POST /v1/incidents, and Alertmanager's webhook POST /v1/alertmanager "
+                    "with the backends and delivery targets of --config), routed and per-expert generation and an "
                     "OpenAI-compatible /v1/chat/completions on a local Ray (or a cluster with --address). "
                     "Bearer tokens come from --token or FLIPMOE_API_TOKENS; they are required when listening "
                     "beyond localhost unless --auth off.")
@@ -66,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
 
     serve.start(http_options={"host": args.host, "port": args.port})
     # Replicas are sized to the CPUs this Ray has (build_application), so serve.run becomes ready on 2 cores.
-    serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas),
+    serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas,
+                                config=args.config_obj),
               name="flipmoe", route_prefix="/")
     print(f"flipmoe serving on http://{args.host}:{args.port} (bundle: {bundle or 'none'}; "
           f"auth {'on' if settings.auth_required else 'off'}); Ctrl-C stops", flush=True)

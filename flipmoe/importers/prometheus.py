@@ -11,7 +11,6 @@ the series onto metrics rows (timestamp, service, pod, node, metric, value) and
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import pandas as pd
 
 from flipmoe.config import FlipmoeConfig, PrometheusConfig
 from flipmoe.errors import FlipmoeInputError
+from flipmoe.net import RetryPolicy, hide_in_logs, send
 from flipmoe.telemetry.incident import Incident, IncidentMeta, Telemetry, TimeWindow, utc_timestamp
 from flipmoe.telemetry.json_input import JsonInputError, parse_json
 from flipmoe.telemetry.store import write_incident
@@ -39,10 +39,6 @@ Queries = Mapping[str, str] | Sequence[str]
 _Identity = tuple[str, str | None, str | None, str]
 """(service, pod, node, metric) of one series in the metrics table."""
 
-# Failures where the server never evaluated the request, so asking again can succeed. A read
-# timeout is not among them: the query itself was too slow and would be again.
-_TRANSIENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError,
-                     httpx.RemoteProtocolError)
 _TRANSIENT_STATUS = frozenset({502, 503, 504})
 _URL_HINT = "check --url (prometheus.url) and that the server is running"
 
@@ -66,7 +62,8 @@ class PrometheusClient:
         self.config = config or PrometheusConfig()
         url = self.config.url
         try:
-            self._http = httpx.Client(base_url=url.rstrip("/"), timeout=self.config.timeout_seconds)
+            self._http = httpx.Client(base_url=url.rstrip("/"), timeout=self.config.timeout_seconds,
+                                      headers=_auth_headers(self.config))
         except httpx.InvalidURL as err:
             raise FlipmoeInputError(f"invalid Prometheus URL {url!r} ({err})", hint=_URL_HINT) from None
 
@@ -121,30 +118,18 @@ class PrometheusClient:
 
     def _get(self, path: str, params: Mapping[str, Any], *, what: str) -> Any:
         """GET an API endpoint and return the `data` of its answer, retrying transient failures."""
-        url, failure = self.config.url, ""
-        for attempt in range(self.config.retries + 1):
-            if attempt:
-                time.sleep(self.config.retry_backoff_seconds * 2 ** (attempt - 1))
-            try:
-                response = self._http.get(path, params=params)
-            except _TRANSIENT_ERRORS as err:
-                failure = f"cannot reach Prometheus at {url} ({err or type(err).__name__})"
-                continue
-            except httpx.TimeoutException:
-                raise FlipmoeInputError(
-                    f"Prometheus at {url} did not answer {what} within {self.config.timeout_seconds} s",
-                    hint="raise prometheus.timeout_seconds, shorten the window or use a coarser --step",
-                ) from None
-            except (httpx.HTTPError, httpx.InvalidURL) as err:
-                raise FlipmoeInputError(f"request to Prometheus at {url} failed ({err})",
-                                        hint=_URL_HINT) from None
-            body = _json_body(response)
-            if body is None and response.status_code in _TRANSIENT_STATUS:
-                failure = f"Prometheus at {url} answered HTTP {response.status_code}"
-                continue
-            return self._unwrap(response, body, what)
-        raise FlipmoeInputError(f"{failure}; gave up after {self.config.retries + 1} attempt(s)",
-                                hint=_URL_HINT)
+        config = self.config
+
+        def transient(response: httpx.Response) -> bool:
+            # A 503 with a Prometheus error body is the server's verdict on the query, not a proxy's hiccup.
+            return response.status_code in _TRANSIENT_STATUS and _json_body(response) is None
+
+        response = send(lambda: self._http.get(path, params=params), service=f"Prometheus at {config.url}",
+                        what=what, retry_if=transient, hint=_URL_HINT,
+                        timeout_hint="raise prometheus.timeout_seconds, shorten the window or use a coarser --step",
+                        policy=RetryPolicy(retries=config.retries, backoff_s=config.retry_backoff_seconds,
+                                           timeout_s=config.timeout_seconds))
+        return self._unwrap(response, _json_body(response), what)
 
     def _unwrap(self, response: httpx.Response, body: dict[str, Any] | None, what: str) -> Any:
         if body is None:
@@ -159,6 +144,14 @@ class PrometheusClient:
         for warning in warnings if isinstance(warnings, list) else []:
             logger.warning("Prometheus, %s: %s", what, warning)
         return body.get("data")
+
+
+def _auth_headers(config: PrometheusConfig) -> dict[str, str]:
+    if not config.token.is_set:
+        return {}
+    token = config.token.read("prometheus.token")
+    hide_in_logs(token)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _json_body(response: httpx.Response) -> dict[str, Any] | None:

@@ -1,11 +1,13 @@
-"""The HTTP API (FastAPI): incident jobs, routed and per-expert generation, OpenAI-compatible chat.
+"""The HTTP API (FastAPI): incident jobs, Alertmanager's webhook, routed and per-expert generation, OpenAI chat.
 
 `create_app` builds a plain FastAPI app around two services — an `Analyzer` (incident directory ->
 report) and a `ModelService` (experts and routed generation) — so it can be tested directly, without
 Ray; `flipmoe.serve.deployments` puts the same app behind Ray Serve with the services as deployments.
 
 Jobs are durable (`JobStore`): a submission is written to SQLite before the answer, workers claim
-jobs with a lease their process renews, and a job whose worker died is claimed again.
+jobs with a lease their process renews, and a job whose worker died is claimed again. Alertmanager's
+webhook opens jobs too: one per alert group, whose telemetry the job pulls from the configured backends
+and whose result it delivers (`flipmoe.serve.alertmanager`).
 
 Nothing slow runs on the event loop: uploads are streamed to a spooled file and staged (extracted,
 parsed, written; `flipmoe.serve.uploads`) in a worker thread, and generation runs in worker threads,
@@ -37,16 +39,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flipmoe.config import FlipmoeConfig
 from flipmoe.errors import FlipmoeInputError
+from flipmoe.importers.backends import configured_backends
+from flipmoe.serve.alertmanager import AlertJobs, AlertmanagerWebhook, incident_key, plan_incident
+from flipmoe.serve.ingest import JsonBody
 from flipmoe.serve.jobs import STATES, JobStore
 from flipmoe.serve.security import is_loopback, token_ok, token_scope
 from flipmoe.serve.uploads import Uploads
-from flipmoe.telemetry.json_input import check_json_value
 
 log = logging.getLogger(__name__)
 
@@ -150,20 +155,7 @@ def api_tokens(extra: str | None = None) -> frozenset[str]:
 
 # -- request schemas --------------------------------------------------------------------------------
 
-class _Body(BaseModel):
-    """A JSON request body: nested at most 64 levels deep, its text valid Unicode (no lone surrogates)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_json(cls, data: Any) -> Any:
-        try:
-            check_json_value(data)
-        except FlipmoeInputError as err:
-            raise ValueError(err.problem) from None
-        return data
-
-
-class _Strict(_Body):
+class _Strict(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -187,7 +179,7 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
-class ChatRequest(_Body):
+class ChatRequest(JsonBody):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we ignore (user, n=1, ...)
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -202,8 +194,12 @@ class ChatRequest(_Body):
 
 # -- the app --------------------------------------------------------------------------------------
 
-def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelService | None = None) -> FastAPI:
-    """The FastAPI app; starts `settings.workers` job threads on startup and stops them on shutdown."""
+def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelService | None = None,
+               config: FlipmoeConfig | None = None) -> FastAPI:
+    """The FastAPI app; starts `settings.workers` job threads on startup and stops them on shutdown.
+
+    `config` holds the telemetry backends and delivery targets of alert jobs (`POST /v1/alertmanager`).
+    """
     if settings.auth_required and not settings.tokens:
         raise FlipmoeInputError("authentication is required when listening beyond localhost, but no token is set",
                                 hint="set FLIPMOE_API_TOKENS or pass --token, or use --auth off deliberately")
@@ -213,7 +209,8 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
     store = JobStore(data_dir / "jobs.sqlite", lease_s=settings.job_lease_s)
     uploads = Uploads(settings, store)
     metrics = _Metrics(store)
-    runner = JobRunner(store, analyzer, worker=settings.worker_id, metrics=metrics)
+    config = config or FlipmoeConfig()
+    runner = JobRunner(store, AlertJobs(analyzer, config), worker=settings.worker_id, metrics=metrics)
     generation = _GenerationGate(settings.max_concurrent_generations, settings.generation_timeout_s)
 
     @contextlib.asynccontextmanager
@@ -283,6 +280,32 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
             async for chunk in request.stream():  # the guard stops a body beyond the limit
                 body.write(chunk)
             return await run_in_threadpool(accept, request.headers.get("content-type", ""), body, key)
+
+    def accept_alert(webhook: AlertmanagerWebhook, scope: str) -> JSONResponse:
+        if not webhook.firing:
+            return JSONResponse({"accepted": False, "reason": f"group {webhook.groupKey!r} has no firing alerts "
+                                                              "(resolved); nothing to analyse"}, status_code=200)
+        if not configured_backends(config):
+            raise HTTPException(503, "no telemetry backend is configured (prometheus.queries, loki.queries or "
+                                     "otlp.trace_files in the service's --config); alerts cannot be analysed")
+        key = f"{scope}:alertmanager:{incident_key(webhook)}"
+        existing = store.by_idempotency_key(key)
+        if existing is not None:
+            return JSONResponse(_job_json(existing), status_code=200)
+        job_id = uuid.uuid4().hex
+        planned = plan_incident(webhook, config, job_id=job_id)
+        incident_dir = uploads.stage_alert(planned.to_json(), job_id)
+        job, created = store.submit(incident_dir=str(incident_dir), out_dir=str(uploads.reports / job_id),
+                                    idempotency_key=key, job_id=job_id)
+        if not created:  # the same group, sent twice at once: the other request won
+            uploads.discard(job_id)
+        runner.wake()
+        return JSONResponse(_job_json(job), status_code=202 if created else 200)
+
+    @app.post("/v1/alertmanager", status_code=202)
+    async def alertmanager_webhook(request: Request, webhook: AlertmanagerWebhook) -> JSONResponse:
+        # Alertmanager's own retries (a timed-out delivery, repeat_interval) come back to the same job.
+        return await run_in_threadpool(accept_alert, webhook, token_scope(request.headers.get("authorization")))
 
     @app.get("/v1/incidents/{job_id}")
     def job_status(job_id: str) -> dict[str, Any]:
@@ -606,7 +629,7 @@ def _endpoint_label(path: str) -> str:
     for prefix, label in (("/v1/incidents/", "/v1/incidents/{id}"), ("/v1/experts/", "/v1/experts/{name}/generate")):
         if path.startswith(prefix):
             return label + ("/report.html" if path.endswith("/report.html") else "")
-    return path if path in ("/healthz", "/metrics", "/v1/incidents", "/v1/route", "/v1/models",
+    return path if path in ("/healthz", "/metrics", "/v1/incidents", "/v1/alertmanager", "/v1/route", "/v1/models",
                             "/v1/chat/completions") else "other"
 
 

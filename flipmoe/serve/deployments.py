@@ -25,6 +25,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from flipmoe.config import FlipmoeConfig, from_dict, to_dict
 from flipmoe.serve.app import ProgressFn, ServeSettings, api_tokens, create_app
 from flipmoe.serve.services import DirectorAnalyzer, RoutedModels
 from router.bundle import load_expert, load_router, read_manifest
@@ -105,14 +106,16 @@ class Ingress:
     """The HTTP API; its job threads hand incidents to the Director deployment."""
 
     def __init__(self, settings: dict[str, Any], director: DeploymentHandle, router: DeploymentHandle | None,
-                 experts: DeploymentHandle | None, expert_names: list[str]) -> None:
+                 experts: DeploymentHandle | None, expert_names: list[str],
+                 config: dict[str, Any] | None = None) -> None:
         self.settings = ServeSettings(**{**settings, "data_dir": Path(settings["data_dir"])})
+        self.config = from_dict(FlipmoeConfig, config or {})
         self.director, self.router, self.experts, self.expert_names = director, router, experts, expert_names
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         models = (RoutedModels(_RouterHandle(self.router), self.expert_names, _ExpertHandles(self.experts))
                   if self.router and self.experts else None)
-        return create_app(self.settings, analyzer=_HandleAnalyzer(self.director), models=models)
+        return create_app(self.settings, analyzer=_HandleAnalyzer(self.director), models=models, config=self.config)
 
 
 class _HandleAnalyzer:
@@ -163,10 +166,12 @@ class _ExpertHandles:
 
 
 def build_application(settings: ServeSettings, *, bundle: Path | None, use_model: bool = True,
-                      director_replicas: int = 1, cpus: float | None = None) -> Application:
+                      director_replicas: int = 1, cpus: float | None = None,
+                      config: FlipmoeConfig | None = None) -> Application:
     """The composed application: `serve.run(build_application(...))`.
 
     `cpus`: the CPUs the replicas may take together (default: those of the connected Ray cluster).
+    `config`: telemetry backends and delivery targets of alert jobs.
     """
     sizes = deployment_cpus(_cluster_cpus() if cpus is None else cpus, director_replicas=director_replicas,
                             with_models=bundle is not None)
@@ -183,7 +188,8 @@ def build_application(settings: ServeSettings, *, bundle: Path | None, use_model
     expert_names = list(read_manifest(bundle)["experts"]) if bundle else []
     fields = asdict(settings)
     fields["data_dir"] = str(Path(settings.data_dir).resolve())
-    return sized(Ingress, "Ingress").bind(fields, director, router, experts, expert_names)
+    return sized(Ingress, "Ingress").bind(fields, director, router, experts, expert_names,
+                                          to_dict(config or FlipmoeConfig()))
 
 
 def _cluster_cpus() -> float:
@@ -198,6 +204,7 @@ def app_builder(args: dict[str, Any]) -> Application:
                              tokens=api_tokens(args.get("tokens")),
                              auth=args.get("auth", "auto"), host=args.get("host", "0.0.0.0"),
                              workers=int(args.get("workers", 2)))
-    bundle = args.get("bundle")
+    bundle, config = args.get("bundle"), args.get("config")
     return build_application(settings, bundle=Path(bundle) if bundle else None,
-                             director_replicas=int(args.get("director_replicas", 1)))
+                             director_replicas=int(args.get("director_replicas", 1)),
+                             config=FlipmoeConfig.load(config) if config else None)

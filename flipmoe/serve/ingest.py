@@ -7,7 +7,8 @@
 ```
 Every table goes through the same validation as files on disk (`normalise_table`), so a bad row
 gets the same message naming the table, the column and the row; cells must be JSON scalars. The body
-itself is parsed by `flipmoe.telemetry.json_input.parse_json` (depth, UTF-8 and Unicode checked).
+itself is parsed by `flipmoe.telemetry.json_input.parse_json` (depth, UTF-8 and Unicode checked). `JsonBody`
+is the base of the service's pydantic request bodies, with the same checks.
 """
 
 from __future__ import annotations
@@ -16,10 +17,25 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import BaseModel, model_validator
 
 from flipmoe.config import TelemetryConfig
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import MODALITIES, Incident, IncidentMeta, Telemetry, Topology, normalise_table, write_incident
+from flipmoe.telemetry.json_input import check_json_value
+
+
+class JsonBody(BaseModel):
+    """A JSON request body: nested at most 64 levels deep, its text valid Unicode (no lone surrogates)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_json(cls, data: Any) -> Any:
+        try:
+            check_json_value(data)
+        except FlipmoeInputError as err:
+            raise ValueError(err.problem) from None
+        return data
 
 
 def incident_from_json(body: Any, *, config: TelemetryConfig | None = None) -> Incident:

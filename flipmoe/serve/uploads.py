@@ -1,7 +1,8 @@
 """Submitted incidents on the service's disk: staging, the disk quota, and retention of finished jobs.
 
-A submission is written under `data_dir/incidents/<job id>/` (an archive extracted as a stream, or JSON
-telemetry written as an incident directory); its report goes to `data_dir/reports/<job id>/`. Both count
+A submission is written under `data_dir/incidents/<job id>/` (an archive extracted as a stream, JSON
+telemetry written as an incident directory, or an alert's planned incident, whose telemetry the job pulls
+into it); its report goes to `data_dir/reports/<job id>/`. Both count
 against `ServeSettings.upload_quota_bytes`. Finished jobs (done or failed) are removed with their files
 once older than `keep_finished_seconds` or beyond the newest `keep_finished_jobs`. An archive upload
 needs room for the largest archive accepted (`max_archive_bytes`), a JSON one any room at all; when
@@ -15,6 +16,7 @@ Everything here blocks (disk, SQLite): the app calls it from a worker thread, ne
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -25,6 +27,7 @@ from typing import IO, TYPE_CHECKING
 from fastapi import HTTPException
 
 from flipmoe.errors import FlipmoeInputError
+from flipmoe.serve.alertmanager import ALERT_FILE
 from flipmoe.serve.ingest import write_json_incident
 from flipmoe.serve.jobs import JobStore
 from flipmoe.serve.security import ArchiveLimits, ArchiveTooLarge, extract_incident_archive
@@ -68,6 +71,15 @@ class Uploads:
             return self._extract(body, target)
         raise HTTPException(415, "send the incident as application/json telemetry or as an archive "
                                  "(application/gzip, application/x-tar, application/zip)")
+
+    def stage_alert(self, request: dict[str, object], job_id: str) -> Path:
+        """Write an alert job's planned incident; its telemetry is pulled into the same directory when it runs."""
+        self.expire()
+        self._make_room(0)
+        target = self.incidents / job_id
+        target.mkdir(parents=True)
+        (target / ALERT_FILE).write_text(json.dumps(request), encoding="utf-8")
+        return target
 
     def server_path(self, path: object) -> Path:
         settings = self.settings

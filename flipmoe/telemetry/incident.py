@@ -77,6 +77,9 @@ class IncidentMeta:
     """Optional scope hints, e.g. {"services": [...], "namespace": "prod"}."""
     source: str = ""
     """Where the incident came from (importer or generator), for provenance."""
+    missing: list[str] = field(default_factory=list)
+    """Telemetry that could not be collected (a backend that was down, a query without data), one line each;
+    analyses report it as a gap."""
 
     def __post_init__(self) -> None:
         if not self.id or "/" in self.id or self.id in (".", ".."):
@@ -92,13 +95,15 @@ class IncidentMeta:
             data["scope"] = self.scope
         if self.source:
             data["source"] = self.source
+        if self.missing:
+            data["missing"] = list(self.missing)
         return data
 
     @classmethod
     def from_json(cls, data: Any, *, path: str, warnings: list[str]) -> IncidentMeta:
         if not isinstance(data, dict):
             raise FlipmoeInputError("must hold a JSON object", path=path)
-        known = {"id", "alert", "window", "alert_time", "scope", "source"}
+        known = {"id", "alert", "window", "alert_time", "scope", "source", "missing"}
         unknown = sorted(set(data) - known)
         if unknown:
             warnings.append(f"{path}: ignored unknown field(s) {', '.join(unknown)}")
@@ -109,11 +114,14 @@ class IncidentMeta:
         window = data["window"]
         if not isinstance(window, dict) or "start" not in window or "end" not in window:
             raise FlipmoeInputError("'window' must be an object with 'start' and 'end'", path=path)
+        missing = data.get("missing", [])
+        if not isinstance(missing, list):
+            raise FlipmoeInputError("'missing' must be a list of strings", path=path)
         try:
             return cls(id=str(data["id"]), alert=str(data["alert"]),
                        window=TimeWindow(window["start"], window["end"]),
                        alert_time=data.get("alert_time"), scope=data.get("scope"),
-                       source=str(data.get("source", "")))
+                       source=str(data.get("source", "")), missing=[str(m) for m in missing])
         except FlipmoeInputError as err:
             raise FlipmoeInputError(err.problem, path=path, hint=err.hint) from None
 
