@@ -27,6 +27,7 @@ from director.actors.base import RunSettings
 from eval.localization import (
     ablation_rankers,
     alert_count_ranker,
+    baro_ranker,
     director_ranker,
     evaluate,
     format_table,
@@ -50,6 +51,7 @@ def rankers(with_model: bool) -> dict:
         "  logs only": ("logs",),
     }))
     chosen["naive metric z-score"] = zscore_ranker()
+    chosen["BARO (onset given)"] = baro_ranker()
     chosen["random"] = random_ranker()
     return chosen
 

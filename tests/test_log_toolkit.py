@@ -32,6 +32,7 @@ from flipmoe.toolkits.logs import (
     parsing_accuracy,
     template_accuracy,
     template_counts,
+    with_templates,
 )
 from flipmoe.toolkits.logs.masking import _SOURCE_EXTENSIONS
 from flipmoe.toolkits.logs.mining import _fits, _generalise
@@ -146,6 +147,28 @@ def test_sizes_keep_their_unit_inside_the_variable() -> None:
     assert parsed[0].template == "Block <*>_<*> stored as bytes in memory (estimated size <*>, free <*>)"
     # `<*> and <*>` and `<*> <*> and <*>`: a variable stretch of one or two tokens, one template.
     assert parsed[3].template_id == parsed[4].template_id != parsed[5].template_id
+
+
+def test_values_of_a_field_are_templates_of_one_event() -> None:
+    parser = LogParser()
+    parsed = parser.parse([f"Retrieve train [TrainTypeName: {name}] in {i} ms"
+                           for i, name in enumerate(["ZhiDa", "GaoTieOne"] * 10)])
+    assert parsed[0].template_id != parsed[1].template_id
+    first, second = parser.event(parsed[0].template_id), parser.event(parsed[1].template_id)
+    assert first == second is not None
+    assert first.template == "Retrieve train [TrainTypeName: <*> in <*> ms"
+    assert parser.event(10_000) is None
+
+
+def test_the_incident_analysis_counts_events() -> None:
+    logs = normalise_table(pd.DataFrame({
+        "timestamp": [START + pd.Timedelta(seconds=i) for i in range(40)],
+        "service": "train", "pod": "train-1", "level": "INFO",
+        "message": [f"Retrieve train [TrainTypeName: {'ZhiDa' if i < 20 else 'GaoTie'}]" for i in range(40)]}),
+        "logs", source="test")
+    labelled = with_templates(logs, LogParser())
+    assert labelled["template_id"].nunique() == 1
+    assert labelled["template"].iloc[0] == "Retrieve train [TrainTypeName: <*>"
 
 
 def test_lines_that_fit_an_earlier_batch_keep_its_template() -> None:

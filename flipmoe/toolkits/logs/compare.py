@@ -272,11 +272,15 @@ class _Change:
 
 
 def with_templates(logs: pd.DataFrame, parser: LogParser) -> pd.DataFrame:
-    """`logs` with `template_id` and `template` columns, mined by `parser` (which learns from them)."""
+    """`logs` with `template_id` and `template` columns, mined by `parser` (which learns from them).
+
+    The columns hold each line's event (`LogParser.event`): lines that differ only in a word of a
+    field's few values (`TrainType: ZhiDa` / `TrainType: GaoTie`) count as one kind of line."""
     parsed = parser.parse(logs["message"].fillna("").astype(str).tolist())
+    events = {line.template_id: parser.event(line.template_id) or line for line in set(parsed)}
     out = logs.copy()
-    out["template_id"] = [line.template_id for line in parsed]
-    out["template"] = [line.template for line in parsed]
+    out["template_id"] = [events[line.template_id].template_id for line in parsed]
+    out["template"] = [events[line.template_id].template for line in parsed]
     return out
 
 

@@ -23,6 +23,12 @@ common pattern, then a column-wise tree; no per-system settings):
    how many tokens a variable stretch spans (`<*> <*>` vs `<*>`: multi-word variables,
    lists of varying length) are one template.
 
+6. Each template also names its *event* (`LogParser.event`): the template with the words of the
+   few-valued columns it was split by written as variables. `TrainType: ZhiDa` and `TrainType:
+   GaoTie` are two templates (as LogHub's references want) and one event. The incident analysis
+   counts events, so a shift among a field's values (which stations users asked for) does not read
+   as new kinds of lines.
+
 Streaming: templates learnt from earlier batches are kept, and a message that fits one (the most
 specific that fits) is assigned to it without mining; only the rest of a batch is mined. A
 template id never changes its text once made, and a message keeps the id it was first given.
@@ -137,6 +143,8 @@ class _Template:
     text: str
     key: str
     shapes: list[_Shape]
+    event: ParsedLine
+    """The template's event: the template with the words it was split by written as variables."""
     last_used: int = 0
     pattern: re.Pattern[str] | None = None
 
@@ -227,6 +235,9 @@ class LogParser:
     _assigned: dict[str, int] = field(init=False, repr=False, default_factory=dict)
     _assigned_chars: int = field(init=False, repr=False, default=0)
     _next_id: int = field(init=False, repr=False, default=1)
+    # event key -> event id, for the events of the templates kept
+    _events: dict[str, int] = field(init=False, repr=False, default_factory=dict)
+    _next_event: int = field(init=False, repr=False, default=1)
     _clock: int = field(init=False, repr=False, default=0)
 
     def __post_init__(self) -> None:
@@ -284,6 +295,14 @@ class LogParser:
         if template_id is None:
             return None
         return ParsedLine(template_id, self._templates[template_id].text)
+
+    def event(self, template_id: int) -> ParsedLine | None:
+        """The event of a template: the template with the few words it was told apart by written as
+        variables (`TrainType: ZhiDa` and `TrainType: GaoTie` are one event, `TrainType: <*>`), with
+        the event's own id. Incident analysis counts events, so that a shift among a field's values
+        (which stations were queried) is not read as new kinds of lines. None for an unknown id."""
+        template = self._templates.get(template_id)
+        return None if template is None else template.event
 
     @property
     def templates(self) -> dict[int, str]:
@@ -348,51 +367,61 @@ class LogParser:
             by_length[len(tokens)].append((tokens, count))
         ids: dict[Tokens, int] = {}
         for rows in by_length.values():
-            groups = [group for initial in _initial_groups(rows) for group in self._refine(initial)]
+            refined = [part for initial in _initial_groups(rows) for part in self._refine(initial)]
+            groups = [group for group, _ in refined]
             shapes = [_template_tokens(group) for group in groups]
             general = _most_general(shapes)
             made: dict[Tokens, int] = {}
-            for group, tokens in zip(groups, shapes, strict=True):
+            for (group, enumerated), tokens in zip(refined, shapes, strict=True):
+                event = tuple(PARAM if position in enumerated else token for position, token in enumerate(tokens))
                 tokens = general.get(tokens, tokens)
                 template_id = made.get(tokens)
                 if template_id is None:
-                    template_id = made[tokens] = self._template_for(tokens)
+                    template_id = made[tokens] = self._template_for(tokens, general.get(event, event))
                 for row in group:
                     ids[row[0]] = template_id
         return {text: ids[tokenised[text]] for text in batch}
 
-    def _refine(self, rows: list[_Row]) -> list[list[_Row]]:
-        """Split a group by its columns of few distinct words (module docstring, step 3)."""
+    def _refine(self, rows: list[_Row]) -> list[tuple[list[_Row], frozenset[int]]]:
+        """Split a group by its columns of few distinct words (module docstring, step 3); each part
+        with the positions of the columns of few words it was split by."""
         threshold = self.config.variable_threshold
         width = len(rows[0][0])
-        done: list[list[_Row]] = []
-        pending = [rows]
+        done: list[tuple[list[_Row], frozenset[int]]] = []
+        pending: list[tuple[list[_Row], frozenset[int]]] = [(rows, frozenset())]
         while pending:
-            group = pending.pop()
+            group, enumerated = pending.pop()
             best: tuple[int, int] | None = None
+            words_at: dict[int, Counter[str]] = {}
             for position in range(width):
                 words: Counter[str] = Counter()
                 for tokens, count in group:
                     words[tokens[position]] += count
                 distinct = len(words)
-                limit = IDENTIFIER_THRESHOLD if all(map(_identifier, words)) else threshold
-                if distinct < 2 or distinct >= limit or max(words.values()) == 1 \
-                        or any(MASK_PREFIX in word for word in words) or _numbered(words):
+                if distinct < 2 or max(words.values()) == 1 or any(MASK_PREFIX in word for word in words) \
+                        or _numbered(words):
                     continue
-                if best is None or distinct < best[0]:
+                words_at[position] = words
+                limit = IDENTIFIER_THRESHOLD if all(map(_identifier, words)) else threshold
+                if distinct < limit and (best is None or distinct < best[0]):
                     best = (distinct, position)
+            if best is not None:
+                enumerated |= {best[1]}
+            else:
+                best = _determining(group, words_at)
             if best is None:
-                done.append(group)
+                done.append((group, enumerated))
                 continue
             position = best[1]
             parts: dict[str, list[_Row]] = defaultdict(list)
             for row in group:
                 parts[row[0][position]].append(row)
-            pending.extend(parts.values())
+            pending.extend((part, enumerated) for part in parts.values())
         return done
 
-    def _template_for(self, tokens: Tokens) -> int:
-        """The id of the template with these tokens: a new one, or the one it is the same as."""
+    def _template_for(self, tokens: Tokens, event: Tokens) -> int:
+        """The id of the template with these tokens (and this event): a new one, or the one it is
+        the same as."""
         text = self._masker.render(" ".join(tokens))
         key = _WILDCARD_RUNS.sub(WILDCARD, text)
         template_id = self._by_key.get(key)
@@ -401,7 +430,14 @@ class LogParser:
         else:
             template_id = self._next_id
             self._next_id += 1
-            template = self._templates[template_id] = _Template(template_id, text, key, [])
+            event_text = self._masker.render(" ".join(event))
+            event_key = _WILDCARD_RUNS.sub(WILDCARD, event_text)
+            event_id = self._events.get(event_key)
+            if event_id is None:
+                event_id = self._events[event_key] = self._next_event
+                self._next_event += 1
+            template = self._templates[template_id] = _Template(template_id, text, key, [],
+                                                                ParsedLine(event_id, event_text))
             self._by_key[key] = template_id
         if all(shape.tokens != tokens for shape in template.shapes):
             shape = _Shape(template_id, tokens)
@@ -426,6 +462,8 @@ class LogParser:
                 by_anchor[shape.anchor].remove(shape)
                 if not by_anchor[shape.anchor]:
                     del by_anchor[shape.anchor]
+        kept = {template.event.template_id for template in self._templates.values()}
+        self._events = {key: event_id for key, event_id in self._events.items() if event_id in kept}
         self._assigned.clear()
         self._assigned_chars = 0
 
@@ -464,6 +502,37 @@ def _initial_groups(rows: list[_Row]) -> list[list[_Row]]:
         root = tuple(token if f == root_frequency else None for token, f in zip(tokens, frequencies, strict=True))
         groups[root].append(row)
     return list(groups.values())
+
+
+def _determining(group: list[_Row], words_at: dict[int, Counter[str]]) -> tuple[int, int] | None:
+    """A column whose word decides the words of other word columns: the event's own name (a source
+    location, an operation) in a group that mixes events, not a variable. (number of columns it
+    decides, position) of the one that decides most, or None.
+
+    Column `c` decides `d` when every message with the same word at `c` has the same word at `d`,
+    `d` varies, and most lines share their word at `c` with another line (so a column of one-offs,
+    which decides everything trivially, does not count)."""
+    if len(words_at) < 2:
+        return None
+    positions = list(words_at)
+    lines = sum(count for _, count in group)
+    best: tuple[int, int] | None = None
+    for column in positions:
+        seen: dict[str, Tokens] = {}
+        if sum(n for n in words_at[column].values() if n > 1) * 2 < lines:
+            continue
+        others = [position for position in positions if position != column]
+        broken: set[int] = set()
+        for tokens, _ in group:
+            previous = seen.setdefault(tokens[column], tokens)
+            if previous is not tokens:
+                for position in others:
+                    if position not in broken and previous[position] != tokens[position]:
+                        broken.add(position)
+        decided = len(others) - len(broken)
+        if decided and (best is None or decided > best[0]):
+            best = (decided, column)
+    return best
 
 
 def _template_tokens(group: list[_Row]) -> Tokens:
