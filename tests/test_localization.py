@@ -1,4 +1,5 @@
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -242,3 +243,36 @@ def test_last_change_ranker_orders_services_by_their_latest_change_before_the_al
     incident.meta.alert_time = pd.Timestamp("2026-03-01T10:05:00Z")
     ranking, _ = last_change_ranker()(incident)
     assert [r["service"] for r in ranking] == ["api", "front", "db"]
+
+
+def test_alert_volume_keeps_its_order_in_event_findings():
+    from flipmoe.telemetry import normalise_table
+
+    incident = tiny_incident()
+    rows = [("api", f"cpu_core_{i}_pct") for i in range(20)] + [("db", f"cpu_core_{i}_pct") for i in range(3)]
+    events = pd.DataFrame({"timestamp": pd.Timestamp("2026-03-01T10:02:00Z"), "kind": "metric",
+                           "service": [s for s, _ in rows], "reason": [r for _, r in rows]})
+    incident.telemetry.events = normalise_table(events, "events", source="e")
+    findings = {f.service: f for f in analyse_events(incident).findings if f.kind == "metric alert"}
+    # 3 distinct alerts alone would score 0.875 and 20 would score ~1: saturated, nearly a tie.
+    assert findings["api"].strength == pytest.approx(1.0)
+    assert findings["db"].strength == pytest.approx(0.875 * math.log(4) / math.log(21))
+    assert (findings["api"].distinct, findings["db"].distinct) == (20, 3)
+
+
+def test_baro_ranks_the_pod_whose_metric_rises_after_the_onset():
+    from eval.localization import baro_ranker
+    from flipmoe.telemetry import normalise_table
+
+    incident = tiny_incident()
+    times = pd.date_range("2026-03-01T09:50:00Z", periods=40, freq="30s")
+    onset = times[20]
+    frames = []
+    for service, jump in (("api", 0.0), ("db", 50.0), ("front", 5.0)):
+        values = [10.0 + (i % 3) + (jump if t >= onset else 0.0) for i, t in enumerate(times)]
+        frames.append(pd.DataFrame({"timestamp": times, "service": service, "pod": f"{service}-1",
+                                    "metric": "cpu", "value": values}))
+    incident.telemetry.metrics = normalise_table(pd.concat(frames), "metrics", source="m")
+    incident.meta.alert_time = onset
+    ranking, _ = baro_ranker()(incident)
+    assert [r["service"] for r in ranking] == ["db", "front", "api"]

@@ -7,7 +7,8 @@ deployed during incidents too, so a change alone counts for little.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -60,6 +61,8 @@ class EventFinding:
     is_change: bool
     role: str = "cause"
     """'cause' (local evidence) or 'symptom' (may have propagated from elsewhere: trace alerts)."""
+    distinct: int = 1
+    """Distinct alerts (KPIs, templates, operations) the finding stands for."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,8 +88,8 @@ def analyse_events(incident: Incident) -> EventReport:
     raised = filled[alerts].assign(role=[_alert_role(k, r) for k, r in zip(filled.loc[alerts, "kind"],
                                                                               filled.loc[alerts, "reason"],
                                                                               strict=True)])
-    findings += [_alert_finding(tuple(str(part) for part in key), group)
-                 for key, group in raised.groupby([*keys[:4], "role"], sort=False)]
+    findings += _relative([_alert_finding(tuple(str(part) for part in key), group)
+                           for key, group in raised.groupby([*keys[:4], "role"], sort=False)])
     findings.sort(key=lambda f: (-f.strength, f.first))
     return EventReport(findings=tuple(findings), notes=())
 
@@ -104,6 +107,21 @@ def _finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
                         strength=strength, classes=classes, is_change=is_change)
 
 
+def _relative(findings: list[EventFinding]) -> list[EventFinding]:
+    """Alert findings with strengths that keep the order of alert volume.
+
+    Each finding's strength grows with its number of distinct alerts, saturating fast (3 alerts: 0.9);
+    across objects that all raised several alerts, the saturated values would tie, and the object
+    that raised 20 would count as much as one that raised 3. So each is scaled by its distinct
+    alerts' share of the most any object of the same kind and role raised, on a log scale."""
+    most: dict[tuple[str, str], int] = {}
+    for finding in findings:
+        key = (finding.kind, finding.role)
+        most[key] = max(most.get(key, 0), finding.distinct)
+    return [replace(finding, strength=finding.strength * math.log1p(finding.distinct)
+                    / math.log1p(most[finding.kind, finding.role])) for finding in findings]
+
+
 def _alert_finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
     """Every alert of one kind and role on one object, as one finding: the more distinct alerts, the stronger."""
     service, pod, node, kind, role = key
@@ -115,4 +133,4 @@ def _alert_finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
                         reason=", ".join(reasons[:4]) + (f" (+{len(reasons) - 4})" if len(reasons) > 4 else ""),
                         count=len(group), first=group["timestamp"].min(), message="; ".join(details[:6])[:300],
                         strength=1.0 - (1.0 - base) ** len(reasons), classes=text_classes(" ".join(details)),
-                        is_change=False, role=role)
+                        is_change=False, role=role, distinct=len(reasons))
