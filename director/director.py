@@ -131,10 +131,12 @@ class Director:
         self.forced_plan = forced_plan(runbook, self.library) if runbook else None
         """Its plan, loaded and validated here: a bad name or file is an error before any incident is read."""
 
-    def analyse(self, incident: Incident) -> RcaReport:
-        return self.analyse_with_outputs(incident)[0]
+    def analyse(self, incident: Incident, *, progress: Callable[[str], None] | None = None) -> RcaReport:
+        """The report; `progress` is told each stage (triage, the runbook chosen, each step waited for)."""
+        return self.analyse_with_outputs(incident, progress=progress)[0]
 
-    def analyse_with_outputs(self, incident: Incident, steps: Sequence[str] = ()) -> tuple[RcaReport, dict[str, Any]]:
+    def analyse_with_outputs(self, incident: Incident, steps: Sequence[str] = (), *,
+                             progress: Callable[[str], None] | None = None) -> tuple[RcaReport, dict[str, Any]]:
         """The report, and the outputs of the named runbook steps (e.g. "diagnosis": the features the
         diagnosis model read, for training it on exactly what `rca` computes); a step that did not run
         or failed maps to None."""
@@ -142,24 +144,29 @@ class Director:
         index = build_index(incident)
         self.executor.begin(incident, self.settings, index)
         try:
-            report, interpreter = self._analyse(incident, index, start)
+            report, interpreter = self._analyse(incident, index, start, progress or (lambda stage: None))
             return report, {name: interpreter.fetch(name) for name in steps}
         finally:
             self.executor.end()
 
-    def _analyse(self, incident: Incident, index: IncidentIndex, start: float) -> tuple[RcaReport, Interpreter]:
+    def _analyse(self, incident: Incident, index: IncidentIndex, start: float,
+                 progress: Callable[[str], None]) -> tuple[RcaReport, Interpreter]:
         decisions: list[Decision] = []
 
         def decide(kind: str, detail: str) -> None:
             decisions.append(Decision(at_s=round(time.perf_counter() - start, 4), kind=kind,  # type: ignore[arg-type]
                                       detail=detail))
 
+        progress("triage")
         triage_meta, triage_handle, triage = self._triage()
         plan, source = self._plan(incident, triage, decide)
+        progress(f"runbook {plan.runbook.name}")
         planning_s = time.perf_counter() - start
         interpreter = Interpreter(plan, self.executor, settings=self.settings,
-                                  precomputed={"triage": (triage_meta, triage_handle)} if triage_handle else None)
+                                  precomputed={"triage": (triage_meta, triage_handle)} if triage_handle else None,
+                                  progress=lambda stage: progress(f"runbook {plan.runbook.name}: {stage}"))
         result = interpreter.run()
+        progress("drafting the report")
         draft = self._draft(incident, index, interpreter, result.gaps, decide)
         steps = result.steps
         if triage_handle is None:  # triage failed: record it as the plan's first step

@@ -9,9 +9,12 @@ Three plots come from the incident when it is given:
 - the call graph (topology, else the spans' call edges) with the suspects highlighted;
 - log-template counts before against during, from the report's log evidence references.
 
+The page reads top-down: a summary card (top cause, fault type, confidence, onset, what to do next),
+the plots, then each suspect's evidence with its references collapsed, then how the run went.
 A plot whose data is missing is replaced by a note saying why. Everything from the telemetry (names,
-log lines, summaries) is HTML-escaped; log lines can hold markup. Files are written atomically
-(a temporary file renamed into place), so a reader never sees half a report.
+log lines, summaries) is HTML-escaped; log lines can hold markup. `code spans` in prose become
+<code>. Files are written atomically (a temporary file renamed into place), so a reader never sees half
+a report, and readable as the umask allows.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import html
 import io
 import json
 import os
-import tempfile
+import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -77,13 +81,16 @@ def next_checks(report: RcaReport) -> dict[int, list[str]]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Created with mode 0666 less the umask, as any other file (mkstemp's 0600 would hide reports that a
+    # web server or a colleague is meant to read).
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -254,6 +261,11 @@ code{background:#eef0f4;padding:0 3px;border-radius:3px;word-break:break-all}
 .status-ok{color:#1a7f37}.status-failed,.status-timeout{color:#cf222e}.status-no-evidence,.status-skipped{color:#9a6700}
 figure{margin:12px 0;background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:8px}
 figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}
+.summary{border-left:6px solid #d62728}.summary h2{border:0;margin-top:.2em}
+.summary dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:8px 0}
+.summary dt{color:#555}.summary dd{margin:0}
+details.ref summary{cursor:pointer;color:#3a5a99}table.kv{margin-top:4px;font-size:.95em}
+table.kv th{width:1%;white-space:nowrap}
 """
 
 
@@ -263,33 +275,38 @@ def _e(value: object) -> str:
 
 def render_html(report: RcaReport, incident: Incident | None, *,
                 checks: dict[int, list[str]] | None = None) -> str:
-    """`report.html`: one self-contained file (no external CSS, scripts, fonts or images)."""
+    """`report.html`: one self-contained file (no external CSS, scripts, fonts or images).
+
+    It reads top-down: the answer first (a summary card), then the pictures that support it (the
+    timeline of the anomalous metrics, the call graph, the log templates), then the evidence behind
+    each suspect, then how the run went (reasoning, runbook, gaps, queries, timings).
+    """
     checks = checks if checks is not None else next_checks(report)
     parts = [f"<h1>RCA report: {_e(report.incident)}</h1>",
              f"<p class='meta'><b>Alert:</b> {_e(report.alert)}<br><b>Window:</b> "
              f"{_e(report.window.get('start', '?'))} – {_e(report.window.get('end', '?'))}<br>"
              f"<b>Modalities used:</b> {_e(', '.join(report.modalities_used) or 'none')}</p>",
-             "<h2>Summary</h2>", f"<p>{_e(report.summary) or '<i>No summary.</i>'}</p>",
-             "<h2>Root causes</h2>"]
+             _html_summary(report, checks.get(1, [])),
+             "<h2 id='timeline'>Timeline and call graph</h2>"]
+    parts += [_html_plot(plot) for plot in report_plots(report, incident)]
+    parts.append("<h2 id='evidence'>Root causes and evidence</h2>")
     if not report.root_causes:
         parts.append("<p class='note'>No root cause was found.</p>")
     for cause in report.root_causes:
         parts.append(_html_cause(cause, checks.get(cause.rank, [])))
-    parts.append("<h2>Plots</h2>")
-    parts += [_html_plot(plot) for plot in report_plots(report, incident)]
     if report.reasoning:
-        parts.append("<h2>Reasoning</h2><ol>" + "".join(f"<li>{_e(s)}</li>" for s in report.reasoning) + "</ol>")
+        parts.append("<h2>Reasoning</h2><ol>" + "".join(f"<li>{_prose(s)}</li>" for s in report.reasoning) + "</ol>")
     parts.append("<h2>Findings by modality</h2>")
     if report.findings:
         for modality, findings in report.findings.items():
             parts.append(f"<h3>{_e(modality)}</h3><ul>" + "".join(
-                f"<li>{_e(f.summary)} <span class='meta'>(strength {f.strength:.2f})</span></li>"
-                for f in findings) + "</ul>")
+                f"<li>{_prose(f.summary)} <span class='meta'>(strength {f.strength:.2f})</span>"
+                f"{_html_reference(f.reference)}</li>" for f in findings) + "</ul>")
     else:
         parts.append("<p><i>No findings.</i></p>")
     parts += _html_runbook(report)
     parts.append("<h2>Gaps</h2>")
-    parts.append("<ul>" + "".join(f"<li><b>{_e(g.what)}</b>: {_e(g.reason)}</li>" for g in report.gaps) + "</ul>"
+    parts.append("<ul>" + "".join(f"<li><b>{_e(g.what)}</b>: {_prose(g.reason)}</li>" for g in report.gaps) + "</ul>"
                  if report.gaps else "<p><i>None: every step ran.</i></p>")
     if any(report.queries.values()):
         parts.append("<h2>Queries</h2>")
@@ -308,6 +325,41 @@ def render_html(report: RcaReport, incident: Incident | None, *,
             f"<body><main>\n{body}\n</main></body></html>\n")
 
 
+def onset(cause: RootCause) -> str | None:
+    """When the trouble began at a suspect: the earliest start its evidence names (ISO-8601), if any."""
+    starts = []
+    for evidence in cause.evidence:
+        try:
+            start = pd.Timestamp(evidence.reference["start"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if start.tzinfo is not None:
+            starts.append(start)
+    return min(starts).isoformat() if starts else None
+
+
+def _html_summary(report: RcaReport, checks: list[str]) -> str:
+    """The answer in one card: top cause, fault type, confidence, onset and what to do next."""
+    card = ["<section class='card summary' id='summary'><h2>Summary</h2>",
+            f"<p>{_prose(report.summary) or '<i>No summary.</i>'}</p>"]
+    if not report.root_causes:
+        card.append("<p class='note'>No root cause was found.</p></section>")
+        return "".join(card)
+    top = report.root_causes[0]
+    confidence = "–" if top.fault_type_confidence is None else f"{top.fault_type_confidence:.0%}"
+    facts = [("Top cause", f"<b>{_e(_where(top))}</b> <span class='meta'>(score {top.score:.3f})</span>"),
+             ("Fault type", _e(top.fault_type or "unknown")),
+             ("Confidence", confidence),
+             ("Onset", _e(onset(top) or "not determined")),
+             ("Verified", _verified(top))]
+    card.append("<dl>" + "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts) + "</dl>")
+    if checks:
+        card.append("<p><b>What to do next:</b></p><ol>" + "".join(f"<li>{_prose(c)}</li>" for c in checks)
+                    + "</ol>")
+    card.append("</section>")
+    return "".join(card)
+
+
 def _html_cause(cause: RootCause, checks: list[str]) -> str:
     head = (f"<div class='card{' top' if cause.rank == 1 else ''}'><span class='score'>score {cause.score:.3f}</span>"
             f"<h3>{cause.rank}. {_e(cause.service)}</h3><p>")
@@ -317,13 +369,33 @@ def _html_cause(cause: RootCause, checks: list[str]) -> str:
                          ("verified", _verified(cause))):
         if value:
             facts.append(f"<b>{label}:</b> <code>{_e(value)}</code>")
-    rows = [[_e(e.modality), _e(e.role), f"{e.strength:.2f}", _e(e.summary),
-             f"<code>{_e(_reference(e.reference))}</code>"] for e in cause.evidence]
+    rows = [[_e(e.modality), _e(e.role), f"{e.strength:.2f}", _prose(e.summary), _html_reference(e.reference)]
+            for e in cause.evidence]
     evidence = _table(["modality", "role", "strength", "summary", "reference"], rows, numeric={2}) \
         if rows else "<p><i>No evidence recorded.</i></p>"
-    check_list = ("<p><b>What to check next:</b></p><ul>" + "".join(f"<li>{_e(c)}</li>" for c in checks) + "</ul>"
-                  if checks else "")
+    check_list = ("<p><b>What to check next:</b></p><ul>" + "".join(f"<li>{_prose(c)}</li>" for c in checks)
+                  + "</ul>" if checks else "")
     return head + "<br>".join(facts) + "</p>" + evidence + check_list + "</div>"
+
+
+def _html_reference(reference: dict[str, Any]) -> str:
+    """An evidence reference, collapsed: its kind as the summary line, then one row per field."""
+    fields = [(key, value) for key, value in reference.items() if key != "type"]
+    if not fields:
+        return ""
+    kind = reference.get("type") or ", ".join(key for key, _ in fields[:3])
+    rows = "".join(f"<tr><th>{_e(key)}</th><td><code>{_e(_short(value, 300))}</code></td></tr>"
+                   for key, value in fields)
+    return f"<details class='ref'><summary>{_e(kind)}</summary><table class='kv'>{rows}</table></details>"
+
+
+_CODE_SPAN = re.compile(r"(`+)(?!`)(.+?)(?<!`)\1(?!`)")
+
+
+def _prose(text: object) -> str:
+    """Text from the analysis or the telemetry as HTML: escaped, with its `code spans` as <code>."""
+    # Escaping first leaves backticks alone and makes the span's content safe to wrap.
+    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(2).strip()}</code>", _e(text))
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, numeric: set[int] | frozenset[int] = frozenset()
@@ -343,13 +415,13 @@ def _html_runbook(report: RcaReport) -> list[str]:
              f"<pre>{_e(runbook.text)}</pre>", "<h3>Execution trace</h3>"]
     rows = [[_e(s.name), _e(s.actor), f"<span class='status-{_e(s.status)}'>{_e(s.status)}</span>",
              f"{s.started_s:.3f}", f"{s.duration_s:.3f}", str(s.attempts),
-             _e(s.summary) + (f"<br><b>error:</b> {_e(s.error)}" if s.error else "")] for s in runbook.steps]
+             _prose(s.summary) + (f"<br><b>error:</b> {_prose(s.error)}" if s.error else "")] for s in runbook.steps]
     parts.append(_table(["step", "actor", "status", "start (s)", "duration (s)", "attempts", "result"], rows,
                         numeric={3, 4, 5}) if rows else "<p><i>No step ran.</i></p>")
     if runbook.decisions:
         parts.append("<h3>Decisions</h3>")
         parts.append(_table(["at (s)", "kind", "detail"],
-                            [[f"{d.at_s:.3f}", _e(d.kind), _e(d.detail)] for d in runbook.decisions], numeric={0}))
+                            [[f"{d.at_s:.3f}", _e(d.kind), _prose(d.detail)] for d in runbook.decisions], numeric={0}))
     return parts
 
 

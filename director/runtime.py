@@ -214,8 +214,11 @@ class Interpreter:
 
     def __init__(self, plan: Plan, executor: Executor, *, settings: RunSettings | None = None,
                  default_step_timeout_s: float = 60.0, precomputed: dict[str, tuple[StepMeta, Any]] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, progress: Callable[[str], None] | None = None
+                 ) -> None:
         self.plan = plan
+        self.progress = progress or (lambda stage: None)
+        """Told which steps the run waits for, and how many have ended (a service shows it as the job's progress)."""
         self.executor = executor
         self.settings = settings or RunSettings()
         self.default_step_timeout_s = default_step_timeout_s
@@ -354,6 +357,7 @@ class Interpreter:
         if not chosen:
             return
         waiting = [self.pending.pop(n) for n in chosen]
+        self.progress(f"step {', '.join(chosen)} ({len(self.result.steps)} step(s) done)")
         results = self.executor.wait([ticket for _, ticket, _ in waiting], [timeout for _, _, timeout in waiting])
         for (step, _, _), (meta, handle) in zip(waiting, results, strict=True):
             self._record(step, meta, handle)

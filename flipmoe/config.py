@@ -309,6 +309,34 @@ class FlipmoeConfig:
         save_yaml(self, path)
 
 
+# -- where files go when no flag says ------------------------------------------------------------------
+# XDG base directories, never the current directory: a command run from a source tree or from $HOME must
+# not leave folders behind there.
+
+def data_home() -> Path:
+    """Files a user keeps and opens (demo incidents and reports): `$XDG_DATA_HOME/flipmoe`
+    (default `~/.local/share/flipmoe`)."""
+    return _xdg("XDG_DATA_HOME", ".local/share")
+
+
+def state_home() -> Path:
+    """Files a program keeps between runs and prunes itself (the service's jobs, uploads and reports):
+    `$XDG_STATE_HOME/flipmoe` (default `~/.local/state/flipmoe`)."""
+    return _xdg("XDG_STATE_HOME", ".local/state")
+
+
+def cache_home() -> Path:
+    """Files that can be rebuilt (model bundles built on first use): `$XDG_CACHE_HOME/flipmoe`
+    (default `~/.cache/flipmoe`)."""
+    return _xdg("XDG_CACHE_HOME", ".cache")
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    base = os.environ.get(variable, "")
+    # The XDG spec: a relative path in these variables is invalid and is ignored.
+    return (Path(base) if os.path.isabs(base) else Path.home() / fallback) / "flipmoe"
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise FlipmoeInputError(message)

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flipmoe.config import cache_home
 from flipmoe.errors import FlipmoeInputError
 
 if TYPE_CHECKING:
@@ -99,8 +100,7 @@ def packaged_bundle(preset: str = "nano") -> Path | None:
 
 def cache_dir() -> Path:
     """Where bundles built on first use go: `$XDG_CACHE_HOME/flipmoe/bundles` (default `~/.cache`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "flipmoe" / "bundles"
+    return cache_home() / "bundles"
 
 
 def ensure_bundle(path: str | Path | None = None, *, preset: str = "nano", progress: bool = True) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -157,3 +158,53 @@ def test_an_empty_report_still_renders(tmp_path: Path) -> None:
     page = paths["html"].read_text()
     assert "No root cause was found" in page and "the top suspects&#x27; evidence names no metric" in page
     assert json.loads(paths["json"].read_text())["root_causes"] == []
+
+
+def test_html_reads_top_down_summary_then_plots_then_evidence(incident: Incident) -> None:
+    report = _report(incident)
+    page = render_html(report, incident)
+    summary = page.index("id='summary'")
+    plots = page.index("<figure>")
+    evidence = page.index("id='evidence'")
+    first_table = page.index("<table")
+    assert page.index("<h1>") < summary < plots < evidence < first_table < page.index("<h2>Reasoning")
+    card = page[summary:page.index("</section>", summary)]
+    top = report.root_causes[0]
+    for fact in (f"{top.service} / pod {top.pod} / node {top.node}", "cpu_hog", "81%",
+                 "What to do next", top.evidence[0].reference["start"]):
+        assert fact in card, fact
+    # The three plots come before any evidence table: the call graph no longer sits below them.
+    assert page.rindex("<figure>") < evidence
+
+
+def test_evidence_references_are_collapsed_key_value_rows(incident: Incident) -> None:
+    page = render_html(_report(incident), incident)
+    assert "<details class='ref'><summary>metric</summary>" in page
+    assert "<tr><th>metric</th><td><code>container_cpu_usage_seconds_total:rate1m</code></td></tr>" in page
+    assert "metric=container_cpu_usage_seconds_total" not in page  # no raw key=value text any more
+    # Telemetry inside a reference stays escaped in its collapsed table.
+    assert "<tr><th>template</th><td><code>user said &lt;script&gt;" in page
+
+
+def test_code_spans_become_code_elements_and_stay_escaped(incident: Incident) -> None:
+    report = _report(incident).model_copy(update={
+        "summary": "CPU rose: check `rate(container_cpu_usage_seconds_total[5m])` and `<script>x</script>`.",
+        "reasoning": ["the query ``sum by (pod) (rate(x[1m]))`` moved first", "an `unclosed span stays text"]})
+    page = render_html(report, incident)
+    assert "<code>rate(container_cpu_usage_seconds_total[5m])</code>" in page
+    assert "<code>&lt;script&gt;x&lt;/script&gt;</code>" in page and "<script" not in page.lower()
+    assert "<code>sum by (pod) (rate(x[1m]))</code>" in page
+    assert "an `unclosed span stays text" in page
+    prose = re.sub(r"<pre>.*?</pre>", "", page, flags=re.DOTALL)
+    assert "`rate(" not in prose and "``sum" not in prose
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_report_files_are_readable_as_the_umask_allows(incident: Incident, tmp_path: Path, umask: int,
+                                                       mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        paths = write_report(_report(incident), None, tmp_path / "out")
+    finally:
+        os.umask(previous)
+    assert {name: path.stat().st_mode & 0o777 for name, path in paths.items()} == dict.fromkeys(paths, mode)

@@ -460,3 +460,26 @@ def test_deployments_fit_the_cpus_they_have(available: float, replicas: int, mod
     assert set(sizes) == ({"Ingress", "Director", "Router", "Experts"} if models else {"Ingress", "Director"})
     if available >= 16:
         assert sizes == {name: REPLICA_CPUS[name] for name in sizes}  # enough CPUs: nothing is scaled down
+
+
+def test_a_restart_requeues_the_jobs_of_dead_processes_at_once(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from flipmoe.serve.jobs import JobStore, worker_name
+
+    store = JobStore(tmp_path / "jobs.sqlite", lease_s=3600)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    host = socket.gethostname()
+    ids = [store.submit(incident_dir=str(tmp_path / f"in{i}"), out_dir=str(tmp_path / f"out{i}"))[0].id
+           for i in range(3)]
+    first = store.claim(f"{host}:{dead_pid}:gone")       # its process has exited
+    second = store.claim(worker_name("alive"))            # this process, alive
+    third = store.claim(f"other-host:{dead_pid}:remote")  # another host: left to its lease
+    assert first and second and third
+    assert store.release_dead(host) == 1
+    assert store.get(first.id).state == "queued"
+    assert store.get(second.id).state == store.get(third.id).state == "running"
+    assert sorted(ids) == sorted(job.id for job in (first, second, third))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from flipmoe.cli._rca import add_runtime_arguments, find_bundle, run_director
+from flipmoe.config import data_home
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--system", default="webshop", help="simulated system (default webshop)")
     parser.add_argument("--fault", default=None, help="fault type to inject (default: chosen by the seed)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulation (default 1)")
-    parser.add_argument("--incidents", default="flipmoe-demo", help="where the incident goes (default flipmoe-demo)")
-    add_runtime_arguments(parser)
+    # The demo's files are the user's to open later, not the current directory's: $XDG_DATA_HOME/flipmoe/demo.
+    demo_home = data_home() / "demo"
+    parser.add_argument("--incidents", default=str(demo_home / "incidents"),
+                        help=f"where the incident goes (default {demo_home / 'incidents'})")
+    add_runtime_arguments(parser, default_out=str(demo_home / "reports"))
     # The demo shows the whole runtime: its steps run as tasks on a local Ray (--local: in this process).
     parser.set_defaults(handler=_run, top=5, json=False, ray=True)
 

@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run)
 
 
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+def add_runtime_arguments(parser: argparse.ArgumentParser, *, default_out: str = DEFAULT_OUT) -> None:
     """Options `rca` and `demo` share."""
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"reports go to OUT/<incident id>/ (default {DEFAULT_OUT})")
+    parser.add_argument("--out", default=default_out, help=f"reports go to OUT/<incident id>/ (default {default_out})")
     parser.add_argument("--address", help="join the Ray cluster at ADDR instead of starting a local Ray")
     parser.add_argument("--workers", type=int, default=None, help="CPUs of the local Ray (default: all cores)")
     parser.add_argument("--local", action="store_true", help="run the steps in this process, without Ray (the "

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import time
+import contextlib
+import signal
+import sys
+import threading
 from pathlib import Path
 
 
@@ -19,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
     parser.add_argument("--bundle", help="model bundle directory (default: the nano bundle)")
     parser.add_argument("--no-model", action="store_true", help="serve incident analysis only, without experts")
-    parser.add_argument("--data-dir", default="flipmoe-serve", help="jobs database, uploads and reports")
+    parser.add_argument("--data-dir", help="jobs database, uploaded incidents and reports (default "
+                                           "$XDG_STATE_HOME/flipmoe/serve, i.e. ~/.local/state/flipmoe/serve)")
     parser.add_argument("--token", help="accepted bearer token(s), comma-separated")
     parser.add_argument("--auth", choices=("auto", "on", "off"), default="auto",
                         help="bearer-token authentication (auto: on unless listening on localhost)")
@@ -40,10 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     # Ray is imported only after start_ray: it decides at import which address a local Ray listens on.
     from director.runtime import start_ray
-    from flipmoe.serve.app import ServeSettings, api_tokens
+    from flipmoe.serve.app import ServeSettings, api_tokens, default_data_dir
     from flipmoe.serve.security import is_loopback
 
-    settings = ServeSettings(data_dir=Path(args.data_dir).resolve(), tokens=api_tokens(args.token), auth=args.auth,
+    data_dir = Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
+    settings = ServeSettings(data_dir=data_dir, tokens=api_tokens(args.token), auth=args.auth,
                              host=args.host, workers=args.workers,
                              allow_server_paths=bool(args.allow_server_paths),
                              server_path_root=Path(args.allow_server_paths).resolve() if args.allow_server_paths
@@ -60,21 +65,55 @@ def _run(args: argparse.Namespace) -> int:
         from router.bundle import ensure_bundle
 
         bundle = ensure_bundle(Path(args.bundle) if args.bundle else None, progress=True)
-    start_ray(address=args.address, loopback_only=is_loopback(args.host))
+    stopping = threading.Event()
+    _on_stop_signals(stopping)
+    try:
+        start_ray(address=args.address, loopback_only=is_loopback(args.host))
+        # Again: Ray's C++ core installs a failure handler for SIGTERM that dumps every thread's stack.
+        # A stop request is no failure.
+        _on_stop_signals(stopping)
+        from ray import serve
+
+        from flipmoe.serve.deployments import build_application
+
+        serve.start(http_options={"host": args.host, "port": args.port})
+        # Replicas are sized to the CPUs this Ray has (build_application), so serve.run becomes ready on 2 cores.
+        serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas,
+                                    config=args.config_obj),
+                  name="flipmoe", route_prefix="/")
+        print(f"flipmoe serving on http://{args.host}:{args.port} (bundle: {bundle or 'none'}; auth "
+              f"{'on' if settings.auth_required else 'off'}; data in {settings.data_dir}); Ctrl-C stops", flush=True)
+        stopping.wait()
+    except _Stopped:
+        pass
+    finally:
+        _shut_down()
+    return 0
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM arrived: leave the wait (or a start still under way) and shut down."""
+
+
+def _on_stop_signals(stopping: threading.Event) -> None:
+    """SIGINT and SIGTERM stop the service cleanly; one that arrives during the shutdown is ignored."""
+
+    def stop(signum: int, frame: object) -> None:
+        if stopping.is_set():
+            return  # a second Ctrl-C must not cut the shutdown short
+        stopping.set()
+        print(f"flipmoe: {signal.Signals(signum).name} received; shutting down", file=sys.stderr, flush=True)
+        raise _Stopped
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
+def _shut_down() -> None:
+    """Stop Serve's application and disconnect from Ray (stopping the local Ray this process started)."""
+    import ray
     from ray import serve
 
-    from flipmoe.serve.deployments import build_application
-
-    serve.start(http_options={"host": args.host, "port": args.port})
-    # Replicas are sized to the CPUs this Ray has (build_application), so serve.run becomes ready on 2 cores.
-    serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas,
-                                config=args.config_obj),
-              name="flipmoe", route_prefix="/")
-    print(f"flipmoe serving on http://{args.host}:{args.port} (bundle: {bundle or 'none'}; "
-          f"auth {'on' if settings.auth_required else 'off'}); Ctrl-C stops", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+    with contextlib.suppress(Exception):  # Serve may not have started
         serve.shutdown()
-    return 0
+    ray.shutdown()

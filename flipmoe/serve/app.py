@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): incident jobs, Alertmanager's webhook, routed and per-expert generation, OpenAI chat.
+"""The HTTP API (FastAPI): incident jobs, Alertmanager's webhook, routed and per-expert generation, OpenAI chat,
+and a web console at `/` (static files in `console/`, calling the same API with the user's bearer token).
 
 `create_app` builds a plain FastAPI app around two services — an `Analyzer` (incident directory ->
 report) and a `ModelService` (experts and routed generation) — so it can be tested directly, without
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -34,7 +36,7 @@ from typing import IO, Any, Literal, Protocol, TypedDict, TypeVar
 
 import anyio
 import pydantic
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -44,12 +46,12 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flipmoe.config import FlipmoeConfig
+from flipmoe.config import FlipmoeConfig, state_home
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.importers.backends import configured_backends
 from flipmoe.serve.alertmanager import AlertJobs, AlertmanagerWebhook, incident_key, plan_incident
 from flipmoe.serve.ingest import JsonBody
-from flipmoe.serve.jobs import STATES, JobStore
+from flipmoe.serve.jobs import STATES, JobStore, worker_name
 from flipmoe.serve.security import is_loopback, token_ok, token_scope
 from flipmoe.serve.uploads import Uploads
 
@@ -92,8 +94,8 @@ class _GenerationOptions(TypedDict):
 class ServeSettings:
     """How the service behaves; `flipmoe serve` fills it from flags and the environment."""
 
-    data_dir: Path = Path("flipmoe-serve")
-    """Jobs database, uploaded incidents and reports live here."""
+    data_dir: Path = field(default_factory=lambda: default_data_dir())
+    """Jobs database, uploaded incidents and reports live here (default `$XDG_STATE_HOME/flipmoe/serve`)."""
     tokens: frozenset[str] = frozenset()
     """Accepted bearer tokens."""
     auth: Literal["auto", "on", "off"] = "auto"
@@ -145,6 +147,14 @@ class ServeSettings:
     @property
     def auth_required(self) -> bool:
         return self.auth == "on" or (self.auth == "auto" and not is_loopback(self.host))
+
+
+def default_data_dir() -> Path:
+    """The service's files when `--data-dir` is not given: `$XDG_STATE_HOME/flipmoe/serve`.
+
+    State, not data: the service prunes them itself (retention, quota).
+    """
+    return state_home() / "serve"
 
 
 def api_tokens(extra: str | None = None) -> frozenset[str]:
@@ -210,7 +220,7 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
     uploads = Uploads(settings, store)
     metrics = _Metrics(store)
     config = config or FlipmoeConfig()
-    runner = JobRunner(store, AlertJobs(analyzer, config), worker=settings.worker_id, metrics=metrics)
+    runner = JobRunner(store, AlertJobs(analyzer, config), worker=worker_name(settings.worker_id), metrics=metrics)
     generation = _GenerationGate(settings.max_concurrent_generations, settings.generation_timeout_s)
 
     @contextlib.asynccontextmanager
@@ -307,6 +317,19 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
         # Alertmanager's own retries (a timed-out delivery, repeat_interval) come back to the same job.
         return await run_in_threadpool(accept_alert, webhook, token_scope(request.headers.get("authorization")))
 
+    @app.get("/", include_in_schema=False)
+    def console_page() -> Response:
+        return _console_file("index.html")
+
+    @app.get("/console/{name}", include_in_schema=False)
+    def console_asset(name: str) -> Response:
+        return _console_file(name)
+
+    @app.get("/v1/incidents")
+    def list_jobs(limit: int = Query(default=50, ge=1, le=500)) -> dict[str, Any]:
+        """The most recent jobs, newest first (what the console polls)."""
+        return {"jobs": [_job_json(job) for job in store.recent(limit)]}
+
     @app.get("/v1/incidents/{job_id}")
     def job_status(job_id: str) -> dict[str, Any]:
         job = store.get(_safe_id(job_id))
@@ -318,16 +341,26 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
             result["report"] = json.loads(report_path.read_text(encoding="utf-8"))
         return result
 
-    @app.get("/v1/incidents/{job_id}/report.html")
-    def job_report_html(job_id: str) -> FileResponse:
+    def report_file(job_id: str, name: str, media_type: str) -> FileResponse:
         job = store.get(_safe_id(job_id))
         if job is None:
             raise HTTPException(404, f"no job {job_id}")
-        path = Path(job.out_dir) / "report.html"
+        path = Path(job.out_dir) / name
         if job.state != "done" or not path.is_file():
             raise HTTPException(409 if job.state in ("queued", "running") else 404,
-                                f"job {job_id} is {job.state}; the HTML report is not available")
-        return FileResponse(path, media_type="text/html")
+                                f"job {job_id} is {job.state}; {name} is not available")
+        # The report holds telemetry: were anything in it ever to pass as markup, it still could not run.
+        return FileResponse(path, media_type=media_type, headers={
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox",
+            "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/v1/incidents/{job_id}/report.html")
+    def job_report_html(job_id: str) -> FileResponse:
+        return report_file(job_id, "report.html", "text/html; charset=utf-8")
+
+    @app.get("/v1/incidents/{job_id}/report.md")
+    def job_report_markdown(job_id: str) -> FileResponse:
+        return report_file(job_id, "report.md", "text/markdown; charset=utf-8")
 
     @app.post("/v1/route")
     def route(request: RouteRequest) -> dict[str, Any]:
@@ -419,8 +452,10 @@ class _Guard:
 
     def _refusal(self, headers: Headers, path: str) -> Response | None:
         settings = self.settings
-        if settings.auth_required and path != "/healthz" and not token_ok(headers.get("authorization"),
-                                                                          settings.tokens):
+        # The probe and the console's static files hold no data: a browser loads the console without a
+        # token, and the console then sends the token with every API call.
+        public = path == "/healthz" or path == "/" or path.startswith("/console/")
+        if settings.auth_required and not public and not token_ok(headers.get("authorization"), settings.tokens):
             response = _error(401, "missing or invalid bearer token")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
@@ -529,6 +564,10 @@ class JobRunner:
         self._threads: list[threading.Thread] = []
 
     def start(self, count: int) -> None:
+        if count:
+            # Jobs of a process of this host that died (a crash, SIGKILL) restart now, not when
+            # their leases run out.
+            self.store.release_dead(socket.gethostname())
         targets = [self._loop] * count + ([self._renew] if count else [])
         for i, target in enumerate(targets):
             thread = threading.Thread(target=target, name=f"flipmoe-job-{i}", daemon=True)
@@ -628,7 +667,10 @@ def _endpoint_label(path: str) -> str:
     # Label by route template, not by raw path: job ids must not explode the metric's cardinality.
     for prefix, label in (("/v1/incidents/", "/v1/incidents/{id}"), ("/v1/experts/", "/v1/experts/{name}/generate")):
         if path.startswith(prefix):
-            return label + ("/report.html" if path.endswith("/report.html") else "")
+            report = next((name for name in ("/report.html", "/report.md") if path.endswith(name)), "")
+            return label + report
+    if path == "/" or path.startswith("/console/"):
+        return "/console"
     return path if path in ("/healthz", "/metrics", "/v1/incidents", "/v1/alertmanager", "/v1/route", "/v1/models",
                             "/v1/chat/completions") else "other"
 
@@ -641,7 +683,26 @@ def _safe_id(job_id: str) -> str:
 
 def _job_json(job: Any) -> dict[str, Any]:
     return {**job.to_json(), "links": {"self": f"/v1/incidents/{job.id}",
-                                       "report_html": f"/v1/incidents/{job.id}/report.html"}}
+                                       "report_html": f"/v1/incidents/{job.id}/report.html",
+                                       "report_md": f"/v1/incidents/{job.id}/report.md"}}
+
+
+_CONSOLE = Path(__file__).parent / "console"
+_CONSOLE_TYPES = {"index.html": "text/html; charset=utf-8", "console.js": "text/javascript; charset=utf-8",
+                  "console.css": "text/css; charset=utf-8"}
+# The console loads nothing from elsewhere and runs only its own script; a report it shows sits in a
+# sandboxed srcdoc frame, which takes this policy too (hence inline styles and data: images).
+_CONSOLE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                   "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _console_file(name: str) -> Response:
+    """One of the console's files (a fixed set: nothing else under the package is reachable)."""
+    if name not in _CONSOLE_TYPES:
+        raise HTTPException(404, f"no console file {name[:80]!r}")
+    return Response((_CONSOLE / name).read_bytes(), media_type=_CONSOLE_TYPES[name],
+                    headers={"Content-Security-Policy": _CONSOLE_POLICY, "X-Content-Type-Options": "nosniff",
+                             "Cache-Control": "no-cache"})
 
 
 def _models(models: ModelService | None) -> ModelService:

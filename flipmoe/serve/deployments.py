@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +28,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from flipmoe.config import FlipmoeConfig, from_dict, to_dict
-from flipmoe.serve.app import ProgressFn, ServeSettings, api_tokens, create_app
+from flipmoe.serve.app import ProgressFn, ServeSettings, api_tokens, create_app, default_data_dir
 from flipmoe.serve.services import DirectorAnalyzer, RoutedModels
 from router.bundle import load_expert, load_router, read_manifest
 from router.moe import ExpertAnswer, answer_batch, stream_answer
@@ -61,8 +63,31 @@ class Director:
     def __init__(self, bundle: str | None, use_model: bool = True) -> None:
         self.analyzer = DirectorAnalyzer(bundle=Path(bundle) if bundle else None, use_model=use_model)
 
-    def analyse(self, incident_dir: str, out_dir: str) -> dict[str, Any]:
-        return self.analyzer(Path(incident_dir), Path(out_dir), lambda stage: None)
+    def analyse(self, incident_dir: str, out_dir: str) -> Iterator[dict[str, Any]]:
+        """Streamed: `{"progress": stage}` as the analysis goes, then `{"summary": ...}`.
+
+        The job's progress lives in the ingress's job store; streaming the stages back is how it learns
+        them from a replica that may sit on another node.
+        """
+        stages: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["summary"] = self.analyzer(Path(incident_dir), Path(out_dir), stages.put)
+            except BaseException as err:  # re-raised below, in the replica's request
+                outcome["error"] = err
+            finally:
+                stages.put(None)
+
+        worker = threading.Thread(target=run, name="director-analyse", daemon=True)
+        worker.start()
+        while (stage := stages.get()) is not None:
+            yield {"progress": stage}
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield {"summary": outcome["summary"]}
 
 
 @serve.deployment(name="Router")
@@ -130,13 +155,21 @@ class _HandleAnalyzer:
         progress("queued at the director")
         for attempt in range(1, self.attempts + 1):
             try:
-                return self.director.analyse.remote(str(incident_dir), str(out_dir)).result()
+                return self._analyse(incident_dir, out_dir, progress)
             except (RayActorError, ActorDiedError, ActorUnavailableError) as err:
                 log.warning("director replica died on attempt %d for %s: %s", attempt, incident_dir, err)
                 progress(f"director replica lost (attempt {attempt}); retrying")
                 if attempt == self.attempts:
                     raise RuntimeError(f"the director replica died {attempt} times while analysing") from err
         raise AssertionError("unreachable")
+
+    def _analyse(self, incident_dir: Path, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+        updates = self.director.options(stream=True).analyse.remote(str(incident_dir), str(out_dir))
+        for update in cast(DeploymentResponseGenerator[dict[str, Any]], updates):
+            if "summary" in update:
+                return update["summary"]
+            progress(update["progress"])
+        raise RuntimeError("the director replica ended its answer without a summary")
 
 
 class _RouterHandle:
@@ -200,7 +233,7 @@ def _cluster_cpus() -> float:
 
 def app_builder(args: dict[str, Any]) -> Application:
     """Entry point for `serve run` / Serve config files: `import_path: flipmoe.serve.deployments:app_builder`."""
-    settings = ServeSettings(data_dir=Path(args.get("data_dir", "flipmoe-serve")),
+    settings = ServeSettings(data_dir=Path(args["data_dir"]) if args.get("data_dir") else default_data_dir(),
                              tokens=api_tokens(args.get("tokens")),
                              auth=args.get("auth", "auto"), host=args.get("host", "0.0.0.0"),
                              workers=int(args.get("workers", 2)))

@@ -3,18 +3,22 @@
 A job is accepted (`queued`) before the HTTP answer is sent, so an accepted job is never lost:
 workers claim jobs with a lease that their process renews every few seconds while it lives; a worker
 that dies leaves a lease that expires within `lease_s`, and the job is claimed again (up to
-`max_attempts`, then it is `failed` with the reason). Finished jobs are removed by the service's
-retention rules (`remove_finished`). Submissions may carry an
-idempotency key: the same key returns the same job instead of a second one.
+`max_attempts`, then it is `failed` with the reason). A service that starts on the same host requeues
+at once the jobs of its predecessors whose processes are gone (`release_dead`). Finished jobs are
+removed by the service's retention rules (`remove_finished`). Submissions may carry an idempotency
+key: the same key returns the same job instead of a second one.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +108,12 @@ class JobStore:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row else None
 
+    def recent(self, limit: int) -> list[Job]:
+        """The `limit` most recently submitted jobs, newest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM jobs ORDER BY submitted_at DESC LIMIT ?", (limit,)).fetchall()
+        return [_job(row) for row in rows]
+
     def claim(self, worker: str) -> Job | None:
         """The oldest queued job, or one whose worker's lease expired; None when there is none.
 
@@ -160,6 +170,24 @@ class JobStore:
             return db.execute("UPDATE jobs SET state = 'queued', lease_until = NULL, worker = NULL "
                               "WHERE worker = ? AND state = 'running'", (worker,)).rowcount
 
+    def release_dead(self, host: str, *, alive: Callable[[int], bool] | None = None) -> int:
+        """Requeue the running jobs of workers on `host` whose process is gone, so a restarted service
+        resumes them at once instead of waiting for their leases to expire. Workers are named
+        `host:pid:...` (`worker_name`); others are left to their leases."""
+        alive = alive or _pid_alive
+        with self._lock, self._connect() as db:
+            running = db.execute("SELECT id, worker FROM jobs WHERE state = 'running' AND worker LIKE ?",
+                                 (f"{host}:%",)).fetchall()
+            dead = []
+            for row in running:
+                pid = str(row["worker"]).split(":")[1]
+                if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+                    dead.append(row["id"])
+            for job_id in dead:
+                db.execute("UPDATE jobs SET state = 'queued', lease_until = NULL, worker = NULL "
+                           "WHERE id = ? AND state = 'running'", (job_id,))
+            return len(dead)
+
     def remove_finished(self, *, older_than: float, keep: int | None = None, limit: int | None = None) -> list[str]:
         """Delete finished jobs that finished before `older_than` or are not among the newest `keep`
         finished ones, oldest first and at most `limit`; returns their ids (their files are the caller's)."""
@@ -191,3 +219,18 @@ def _job(row: sqlite3.Row) -> Job:
                finished_at=row["finished_at"], attempts=row["attempts"], error=row["error"],
                summary=json.loads(row["summary"]) if row["summary"] else None,
                idempotency_key=row["idempotency_key"])
+
+
+def worker_name(worker_id: str) -> str:
+    """A worker's name in the job table: `host:pid:id`, so a restart can tell its dead predecessors."""
+    return f"{socket.gethostname()}:{os.getpid()}:{worker_id}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True

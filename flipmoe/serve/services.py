@@ -43,10 +43,12 @@ class DirectorAnalyzer:
 
         progress("reading the incident")
         incident = read_incident(incident_dir)
-        progress(f"analysing ({', '.join(incident.modalities) or 'no telemetry'})")
+        modalities = ", ".join(incident.modalities) or "no telemetry"
+        progress(f"analysing ({modalities})")
         started = time.perf_counter()
         with self._lock:
-            report = self.director.analyse(incident)
+            report = self.director.analyse(incident, progress=lambda stage: progress(f"analysing ({modalities}): "
+                                                                                      f"{stage}"))
         progress("writing the report")
         write_report(report, incident, out_dir)
         return {
