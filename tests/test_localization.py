@@ -276,3 +276,18 @@ def test_baro_ranks_the_pod_whose_metric_rises_after_the_onset():
     incident.meta.alert_time = onset
     ranking, _ = baro_ranker()(incident)
     assert [r["service"] for r in ranking] == ["db", "front", "api"]
+
+
+def test_a_call_graph_without_direction_is_not_walked():
+    # Every edge has its reverse: the walk would favour the hub, which has the weaker evidence.
+    kind = "events:metric alert:cause"
+    signals = [_signal("a", 0.9, kind=kind, modality="events"), _signal("hub", 0.8, kind=kind, modality="events"),
+               *(_signal(leaf, 0.4, kind=kind, modality="events") for leaf in "bcd")]
+    edges = [edge for leaf in "abcd" for edge in (("hub", leaf), (leaf, "hub"))]
+    ranked = rank_root_causes(signals, call_edges=edges)
+    assert [r.service for r in ranked.root_causes][:2] == ["a", "hub"]
+    assert any("no direction" in note for note in ranked.notes)
+    # The same graph walked (one direction of each edge missing): the hub collects the others' evidence.
+    walked = rank_root_causes(signals, call_edges=edges[:-1])
+    assert [r.service for r in walked.root_causes][0] == "hub"
+    assert not any("no direction" in note for note in walked.notes)

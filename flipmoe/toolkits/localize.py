@@ -243,8 +243,16 @@ def rank_root_causes(
         return Localization(root_causes=(), service_scores={}, modalities=(),
                             notes=(*notes, "no services found in any modality: nothing to rank"))
     anomaly, per_modality = _service_anomaly(signals, len(all_services), config)
-    rank_N = _pagerank(all_services, edges, anomaly, config)
-    propagation = dict(zip(all_services, rank_N / rank_N.max(), strict=True))
+    directed = {(caller, callee) for caller, callee in edges if caller != callee}
+    if directed and all((callee, caller) in directed for caller, callee in directed):
+        # Every edge has its reverse: the graph cannot tell callers from callees (a topology of who
+        # talks to whom, as TVDiag's), and a walk towards callees would only favour the hubs.
+        notes.append("the call graph has no direction (every edge has its reverse): suspects are ranked "
+                     "by their own evidence, without propagation along it")
+        propagation = dict.fromkeys(all_services, 1.0)
+    else:
+        rank_N = _pagerank(all_services, edges, anomaly, config)
+        propagation = dict(zip(all_services, rank_N / rank_N.max(), strict=True))
     onset = _onset_factor(signals, config)
     service_scores = {
         s: math.sqrt(anomaly.get(s, 0.0) * propagation[s]) * onset.get(s, 1.0) / (1.0 + config.onset_bonus)
