@@ -11,13 +11,14 @@ service is at fault: the analysis has to. `alert_pipeline` is shared with benchm
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +53,11 @@ SERVICES = {"frontend": "frontend-6f7-a1", "checkout": "checkout-5d9-b2", "payme
 BASELINE_S = 20.0
 """Seconds of normal telemetry before an anomaly: the window looks back this far (`alerts.look_back_minutes`)."""
 SLACK_TOKEN = "T0123/B0456/e2eSecret"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+NO_BROWSER = ("" if CHROMIUM and CHROMEDRIVER and importlib.util.find_spec("selenium") else
+              "the console check needs headless Chromium, chromedriver and selenium (Debian: apt-get install "
+              "chromium chromium-driver; pip install -e '.[test]'; .ci/run does it)")
 
 
 # -- the workload: metrics to scrape, log lines to Loki -------------------------------------------------------
@@ -264,6 +270,64 @@ def wait_for_answer(pipeline: Pipeline, *, after: int, timeout: float = 60.0) ->
     return delivered, slack, pipeline.receiver.messages("/hook")[after]
 
 
+# -- the console in a browser (as tests/test_console.py drives it) ----------------------------------------------
+
+@contextmanager
+def headless_chromium() -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _until(browser: Any, condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def check(_: Any) -> Any:
+        try:
+            return condition()
+        except (StaleElementReferenceException, NoSuchElementException):  # the job table is redrawn on every poll
+            return False
+
+    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(check, message=what)
+
+
+def console_top_cause(url: str, job_id: str) -> tuple[str, str]:
+    """Opens the console at `url`, waits for job `job_id` to be done in the job list and opens its report; returns
+    the job row's top cause and the report's "Top cause" (the summary card, in the sandboxed report frame)."""
+    from selenium.webdriver.common.by import By
+
+    def row() -> Any:
+        return browser.find_element(By.CSS_SELECTOR, f"#jobs tbody tr[data-job-id='{job_id}']")
+
+    with headless_chromium() as browser:
+        browser.get(url + "/")
+        _until(browser, lambda: browser.find_element(By.ID, "console").is_displayed(), "the console did not open")
+        _until(browser, lambda: row().get_attribute("data-state") == "done", "the alert's job is not done in the list")
+        listed = row().find_element(By.CLASS_NAME, "cause").text
+        row().find_element(By.CLASS_NAME, "open-report").click()
+        frame = _until(browser, lambda: browser.find_element(By.ID, "report-frame").get_attribute("srcdoc")
+                       and browser.find_element(By.ID, "report-frame"), "the report was not loaded")
+        browser.switch_to.frame(frame)
+        try:
+            shown = browser.find_element(
+                By.XPATH, "//section[@id='summary']//dt[normalize-space()='Top cause']/following-sibling::dd[1]").text
+        finally:
+            browser.switch_to.default_content()
+    return listed, shown
+
+
 # -- the test ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.integration
@@ -274,7 +338,15 @@ def test_an_injected_anomaly_fires_an_alert_and_its_answer_names_the_service(tmp
         time.sleep(BASELINE_S)
         pipeline.workload.inject("checkout")
         _, slack, hook = wait_for_answer(pipeline, after=0)
-    assert "*checkout*" in slack["text"], slack["text"]
-    assert hook["state"] == "done" and hook["root_causes"][0]["service"] == "checkout", hook
-    assert hook["alert"].startswith("HighLatency: p95 latency of the shop above 1s"), hook["alert"]
+        assert "*checkout*" in slack["text"], slack["text"]
+        assert hook["state"] == "done" and hook["root_causes"][0]["service"] == "checkout", hook
+        assert hook["alert"].startswith("HighLatency: p95 latency of the shop above 1s"), hook["alert"]
+        # The console shows the same answer: the job done in its list, checkout on top in its report.
+        # (The app runs with auth off on 127.0.0.1, so the console asks for no token.)
+        if not NO_BROWSER:
+            listed, shown = console_top_cause(pipeline.url, hook["job_id"])
+            assert listed.startswith("checkout"), listed
+            assert shown.split(" / ")[0] == "checkout", shown
     assert len(pipeline.receiver.slack()) == 1 and len(pipeline.flipmoe.received) == 1
+    if NO_BROWSER:
+        pytest.skip(f"delivery checked; {NO_BROWSER}")
