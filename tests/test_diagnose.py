@@ -178,3 +178,33 @@ def test_cli_parses_train_diagnosis():
     args = build_parser().parse_args(["train", "diagnosis", "--per-system", "4,2", "--systems", "webshop,random",
                                       "--out", "m.json"])
     assert (args.per_system, args.systems, args.out) == ("4,2", "webshop,random", "m.json")
+
+
+def _alert_incident(rows):
+    import pandas as pd
+    from conftest import tiny_incident
+
+    from flipmoe.telemetry import normalise_table
+
+    incident = tiny_incident()
+    incident.telemetry.events = normalise_table(pd.DataFrame(
+        {"timestamp": pd.Timestamp("2026-03-01T10:02:00Z"), "kind": [r[0] for r in rows],
+         "service": [r[1] for r in rows], "pod": [f"{r[1]}-0" for r in rows], "reason": [r[2] for r in rows],
+         "message": [r[3] for r in rows]}), "events", source="test")
+    return incident
+
+
+def test_alerts_from_other_detectors_read_as_the_anomalies_they_report():
+    from flipmoe.toolkits.events import analyse_events
+
+    incident = _alert_incident([
+        ("metric", "db", "container_memory_usage_bytes", "up"), ("metric", "db", "memory_rss", "up"),
+        ("metric", "api", "cpu_usage", "down"), ("trace", "api", "GET /orders", "PD (called by front-0)"),
+        ("trace", "front", "GET /", "EC (called by outside the system)"), ("log", "front", "template 3", "nan")])
+    events = analyse_events(incident)
+    db = diagnosis_features(suspect("db"), events=events)
+    assert db["m_memory"] > 0 and db["m_memory_rising"] > 0 and "m_cpu" not in db
+    api = diagnosis_features(suspect("api"), events=events)
+    assert api["m_resource_down"] > 0 and api["t_self"] > 0 and "t_errors" not in api
+    front = diagnosis_features(suspect("front"), events=events)
+    assert front["t_errors"] > 0 and front["l_error"] > 0

@@ -284,6 +284,7 @@ def diagnosis_features(
     _metric_evidence(evidence, metrics)
     _trace_evidence(evidence, traces)
     _log_evidence(evidence, logs)
+    _alert_evidence(evidence, events)
     features: dict[str, float] = defaultdict(float)
     for name, value in evidence.get(suspect.service, {}).items():
         _raise(features, name, value)
@@ -322,36 +323,64 @@ def _metric_evidence(evidence: Evidence, report: MetricReport | None) -> None:
     for anomaly in report.anomalies:
         features = evidence[anomaly.service]
         strength = _squash(anomaly.score)
-        category = metric_category(anomaly.metric)
         if anomaly.pattern in (MetricPattern.MISSING_DATA, MetricPattern.DROP_TO_ZERO):
             _raise(features, "m_missing", strength)
             if anomaly.pattern is MetricPattern.MISSING_DATA:
                 continue  # a series that stopped says the pod is gone, not which way its resources went
         change = anomaly.relative_change or 0.0
-        upward = change > 0 or anomaly.pattern in _UP_PATTERNS
-        downward = change < 0 or anomaly.pattern in _DOWN_PATTERNS
-        if _NODE_METRIC.search(anomaly.metric) and category in _RESOURCES:
-            if upward:
-                _raise(features, f"m_node_{category}", strength)
+        _metric_features(features, anomaly.metric, strength, upward=change > 0 or anomaly.pattern in _UP_PATTERNS,
+                         downward=change < 0 or anomaly.pattern in _DOWN_PATTERNS,
+                         rising=anomaly.pattern in (MetricPattern.TREND_UP, MetricPattern.LEVEL_SHIFT_UP))
+
+
+def _metric_features(features: dict[str, float], metric: str, strength: float, *, upward: bool, downward: bool,
+                     rising: bool) -> None:
+    """What one moved metric says: the resource or signal it measures, which way, which aspect."""
+    category = metric_category(metric)
+    if _NODE_METRIC.search(metric) and category in _RESOURCES:
+        if upward:
+            _raise(features, f"m_node_{category}", strength)
+        return
+    if category == "cpu" and (_CPU_THROTTLED.search(metric) or _CPU_PRESSURE.search(metric)):
+        if upward:
+            _raise(features, "m_cpu_throttled" if _CPU_THROTTLED.search(metric) else "m_cpu_pressure", strength)
+    elif category in (*_RESOURCES, "latency", "errors", "saturation", "restarts"):
+        # Error metrics count either way: a success rate falls when errors rise.
+        if upward or category == "errors":
+            _raise(features, f"m_{category}", strength)
+        elif downward and category in _RESOURCES:
+            _raise(features, "m_resource_down", strength)
+    if category == "memory" and rising:
+        _raise(features, "m_memory_rising", strength)
+    if category == "network" and upward and _NETWORK_LOSS.search(metric):
+        _raise(features, "m_network_loss", strength)
+    if _CACHE_METRIC.search(metric):
+        _raise(features, "m_cache", strength)
+    if category == "traffic" and (upward or downward):
+        _raise(features, "m_traffic_up" if upward else "m_traffic_down", strength)
+
+
+def _alert_evidence(evidence: Evidence, report: EventReport | None) -> None:
+    """Alerts other detectors raised (`kind` metric / log / trace events) read as the anomalies our own
+    detectors would have found: a metric alert as a moved metric (its message says `up` or `down`
+    where known; a level, so an upward memory alert counts as rising memory), a trace alert as slow
+    (`PD`, performance degradation) or failing calls, a log alert as error lines."""
+    if report is None:
+        return
+    for finding in report.findings:
+        if not finding.kind.endswith(" alert") or not finding.service:
             continue
-        if category == "cpu" and (_CPU_THROTTLED.search(anomaly.metric) or _CPU_PRESSURE.search(anomaly.metric)):
-            if upward:
-                _raise(features, "m_cpu_throttled" if _CPU_THROTTLED.search(anomaly.metric) else "m_cpu_pressure",
-                       strength)
-        elif category in (*_RESOURCES, "latency", "errors", "saturation", "restarts"):
-            # Error metrics count either way: a success rate falls when errors rise.
-            if upward or category == "errors":
-                _raise(features, f"m_{category}", strength)
-            elif downward and category in _RESOURCES:
-                _raise(features, "m_resource_down", strength)
-        if category == "memory" and anomaly.pattern in (MetricPattern.TREND_UP, MetricPattern.LEVEL_SHIFT_UP):
-            _raise(features, "m_memory_rising", strength)
-        if category == "network" and upward and _NETWORK_LOSS.search(anomaly.metric):
-            _raise(features, "m_network_loss", strength)
-        if _CACHE_METRIC.search(anomaly.metric):
-            _raise(features, "m_cache", strength)
-        if category == "traffic" and (upward or downward):
-            _raise(features, "m_traffic_up" if upward else "m_traffic_down", strength)
+        features = evidence[finding.service]
+        kind = finding.kind.removesuffix(" alert").lower()
+        for reason, message in finding.alerts:
+            direction = message.strip().lower()
+            if kind == "metric":
+                down = direction.startswith("down")
+                _metric_features(features, reason, finding.strength, upward=not down, downward=down, rising=not down)
+            elif kind == "trace":
+                _raise(features, "t_self" if direction.startswith("pd") else "t_errors", finding.strength)
+            elif kind == "log":
+                _raise(features, "l_error", finding.strength)
 
 
 def _node_features(features: dict[str, float], suspect: RootCause, report: MetricReport | None) -> None:

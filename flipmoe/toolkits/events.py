@@ -63,6 +63,8 @@ class EventFinding:
     """'cause' (local evidence) or 'symptom' (may have propagated from elsewhere: trace alerts)."""
     distinct: int = 1
     """Distinct alerts (KPIs, templates, operations) the finding stands for."""
+    alerts: tuple[tuple[str, str], ...] = ()
+    """For alerts: each distinct (reason, message), e.g. ('docker_memory_usage_pct', 'up')."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,4 +135,6 @@ def _alert_finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
                         reason=", ".join(reasons[:4]) + (f" (+{len(reasons) - 4})" if len(reasons) > 4 else ""),
                         count=len(group), first=group["timestamp"].min(), message="; ".join(details[:6])[:300],
                         strength=1.0 - (1.0 - base) ** len(reasons), classes=text_classes(" ".join(details)),
-                        is_change=False, role=role, distinct=len(reasons))
+                        is_change=False, role=role, distinct=len(reasons),
+                        alerts=tuple(dict.fromkeys(zip(group["reason"].astype(str), group["message"].astype(str),
+                                                       strict=True))))
