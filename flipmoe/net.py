@@ -63,11 +63,12 @@ def send(request: Callable[[], httpx.Response], *, service: str, what: str, poli
     included, is returned for the caller to judge.
     """
     retry_if = retry_if or (lambda response: response.status_code in RETRY_STATUS)
-    failure, pause = "", policy.backoff_s
+    failure, pause, asked = "", policy.backoff_s, 0.0
     for attempt in range(policy.retries + 1):
         if attempt:
-            time.sleep(pause)
-            pause *= 2
+            # A server's Retry-After (capped) replaces our pause once; our own backoff keeps doubling.
+            time.sleep(max(pause, asked))
+            pause, asked = pause * 2, 0.0
         try:
             response = request()
         except TRANSIENT_ERRORS as err:
@@ -80,7 +81,7 @@ def send(request: Callable[[], httpx.Response], *, service: str, what: str, poli
             raise ServiceError(service, f"request to {service} failed ({err})", hint=hint) from None
         if retry_if(response):
             failure = f"{service} answered HTTP {response.status_code}"
-            pause = max(pause, _retry_after(response))
+            asked = _retry_after(response)
             continue
         return response
     raise ServiceError(service, f"{failure}; gave up after {policy.retries + 1} attempt(s)", hint=hint)

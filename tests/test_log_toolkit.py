@@ -549,3 +549,17 @@ def test_template_counts_per_minute_service_and_pod() -> None:
     errors = counts[counts["level"] == "ERROR"]
     assert set(errors["pod"]) == {"cart-2"} and errors["count"].sum() == 4
     assert errors["template"].nunique() == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["alpha", "beta", "gamma", "x1", "7", "ok", "error"]), min_size=1,
+                         max_size=4).map(" ".join), min_size=1, max_size=30))
+def test_every_event_fits_its_template(messages: list[str]) -> None:
+    parser = LogParser()
+    for line in set(parser.parse(messages)):
+        event = parser.event(line.template_id)
+        assert event is not None
+        event_tokens, template_tokens = event.template.split(), line.template.split()
+        assert len(event_tokens) <= len(template_tokens) or "<*>" in event.template
+        if len(event_tokens) == len(template_tokens):
+            assert all(e == t or e == "<*>" for e, t in zip(event_tokens, template_tokens, strict=True))

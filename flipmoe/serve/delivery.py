@@ -141,9 +141,11 @@ def _cause_text(cause: dict[str, Any], *, bold: bool) -> str:
     service = _mrkdwn(str(cause.get("service", "?"))) if bold else str(cause.get("service", "?"))
     text = f"*{service}*" if bold else service
     if cause.get("pod"):
-        text += f" (pod {cause['pod']})"
+        pod = str(cause["pod"])
+        text += f" (pod {_mrkdwn(pod) if bold else pod})"
     fault = cause.get("fault_type")
     if fault:
+        fault = _mrkdwn(str(fault)) if bold else str(fault)
         confidence = cause.get("fault_type_confidence")
         text += f" — {fault}" + (f", confidence {confidence:.0%}" if isinstance(confidence, int | float) else "")
     score = cause.get("score")

@@ -173,19 +173,27 @@ class JobStore:
     def release_dead(self, host: str, *, alive: Callable[[int], bool] | None = None) -> int:
         """Requeue the running jobs of workers on `host` whose process is gone, so a restarted service
         resumes them at once instead of waiting for their leases to expire. Workers are named
-        `host:pid:...` (`worker_name`); others are left to their leases."""
+        `host:pid:...` (`worker_name`); others are left to their leases. This assumes that processes
+        sharing a host name and a data directory share a PID namespace (one machine or one pod)."""
         alive = alive or _pid_alive
+        prefix = f"{host}:"
         with self._lock, self._connect() as db:
-            running = db.execute("SELECT id, worker FROM jobs WHERE state = 'running' AND worker LIKE ?",
-                                 (f"{host}:%",)).fetchall()
-            dead = []
-            for row in running:
-                pid = str(row["worker"]).split(":")[1]
-                if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
-                    dead.append(row["id"])
-            for job_id in dead:
-                db.execute("UPDATE jobs SET state = 'queued', lease_until = NULL, worker = NULL "
-                           "WHERE id = ? AND state = 'running'", (job_id,))
+            db.execute("BEGIN IMMEDIATE")  # no claim may slip in between reading and requeueing
+            try:
+                running = db.execute("SELECT id, worker FROM jobs WHERE state = 'running' "
+                                     "AND substr(worker, 1, ?) = ?", (len(prefix), prefix)).fetchall()
+                dead = []
+                for row in running:
+                    pid = str(row["worker"])[len(prefix):].partition(":")[0]
+                    if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+                        dead.append((row["id"], row["worker"]))
+                for job_id, worker in dead:
+                    db.execute("UPDATE jobs SET state = 'queued', lease_until = NULL, worker = NULL "
+                               "WHERE id = ? AND state = 'running' AND worker = ?", (job_id, worker))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             return len(dead)
 
     def remove_finished(self, *, older_than: float, keep: int | None = None, limit: int | None = None) -> list[str]:

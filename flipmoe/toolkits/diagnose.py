@@ -375,8 +375,11 @@ def _alert_evidence(evidence: Evidence, report: EventReport | None) -> None:
         for reason, message in finding.alerts:
             direction = message.strip().lower()
             if kind == "metric":
+                # Without a direction an alert is read as a rise (what alerting rules mostly watch for),
+                # but only an `up` says the level rose.
                 down = direction.startswith("down")
-                _metric_features(features, reason, finding.strength, upward=not down, downward=down, rising=not down)
+                _metric_features(features, reason, finding.strength, upward=not down, downward=down,
+                                 rising=direction.startswith("up"))
             elif kind == "trace":
                 _raise(features, "t_self" if direction.startswith("pd") else "t_errors", finding.strength)
             elif kind == "log":

@@ -371,13 +371,18 @@ class LogParser:
             groups = [group for group, _ in refined]
             shapes = [_template_tokens(group) for group in groups]
             general = _most_general(shapes)
+            # The template each group ends in, and the columns any of its groups was split by.
+            final = [general.get(tokens, tokens) for tokens in shapes]
+            split_by: dict[Tokens, frozenset[int]] = defaultdict(frozenset)
+            for (_, enumerated), tokens in zip(refined, final, strict=True):
+                split_by[tokens] |= enumerated
             made: dict[Tokens, int] = {}
-            for (group, enumerated), tokens in zip(refined, shapes, strict=True):
-                event = tuple(PARAM if position in enumerated else token for position, token in enumerate(tokens))
-                tokens = general.get(tokens, tokens)
+            for (group, _), tokens in zip(refined, final, strict=True):
                 template_id = made.get(tokens)
                 if template_id is None:
-                    template_id = made[tokens] = self._template_for(tokens, general.get(event, event))
+                    event = tuple(PARAM if position in split_by[tokens] else token
+                                  for position, token in enumerate(tokens))
+                    template_id = made[tokens] = self._template_for(tokens, event)
                 for row in group:
                     ids[row[0]] = template_id
         return {text: ids[tokenised[text]] for text in batch}
