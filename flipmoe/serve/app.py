@@ -579,7 +579,10 @@ class JobRunner:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout=5)
-        self.store.release_worker(self.worker)
+        # Jobs still being analysed are left to their leases: requeued now, another replica would run
+        # (and deliver) them a second time while this one finishes.
+        if not any(thread.is_alive() for thread in self._threads):
+            self.store.release_worker(self.worker)
 
     def wake(self) -> None:
         self._wake.set()
