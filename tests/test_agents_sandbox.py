@@ -151,3 +151,10 @@ def test_bad_input_file_names_and_limits_are_refused(tmp_path: Path) -> None:
             run_code("pass", **limits)  # type: ignore[arg-type]
     with pytest.raises(FlipmoeInputError, match="not a directory"):
         run_code("pass", data_dir=tmp_path / "missing")
+
+
+@needs_sandbox
+def test_code_larger_than_a_pipe_buffer_is_fed_under_the_deadline() -> None:
+    # 1 MiB of comment: more than the pipe holds, so the write itself must share the run's deadline.
+    result = run_code("# " + "x" * (1 << 20) + "\nprint('read all of it')", timeout_s=60)
+    assert result.stdout.strip() == "read all of it" and not result.timed_out

@@ -366,13 +366,12 @@ def _feed_and_wait(process: subprocess.Popen[bytes], code: str, timeout_s: float
     """Send the code, wait; past `timeout_s`, kill bwrap and with it the sandbox's whole PID namespace.
     True when it timed out."""
     try:
-        assert process.stdin is not None
-        process.stdin.write(code.encode("utf-8"))
-        process.stdin.close()
+        # communicate() writes the code under the same deadline: a child that never reads it cannot
+        # hold the caller past `timeout_s` (a plain write blocks once the pipe's buffer is full).
+        process.communicate(input=code.encode("utf-8"), timeout=timeout_s)
+        return False
     except BrokenPipeError:  # the child died before reading its code; its status says why
-        pass
-    try:
-        process.wait(timeout=timeout_s)
+        process.wait()
         return False
     except subprocess.TimeoutExpired:
         try:
