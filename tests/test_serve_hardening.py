@@ -483,3 +483,20 @@ def test_a_restart_requeues_the_jobs_of_dead_processes_at_once(tmp_path: Path) -
     assert store.get(first.id).state == "queued"
     assert store.get(second.id).state == store.get(third.id).state == "running"
     assert sorted(ids) == sorted(job.id for job in (first, second, third))
+
+
+def test_a_staged_upload_no_job_owns_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from flipmoe.serve.jobs import JobStore
+
+    def busy(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    archive = incident_tar(tmp_path)
+    with TestClient(create_app(ServeSettings(data_dir=tmp_path / "serve"), analyzer=stub_analyzer),
+                    raise_server_exceptions=False) as client:
+        monkeypatch.setattr(JobStore, "submit", busy)
+        answer = client.post("/v1/incidents", content=archive, headers={"content-type": "application/gzip"})
+        assert answer.status_code == 500 and "correlation id" in answer.json()["error"]["message"]
+    assert not any((tmp_path / "serve" / "incidents").iterdir())

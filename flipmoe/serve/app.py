@@ -51,7 +51,7 @@ from flipmoe.errors import FlipmoeInputError
 from flipmoe.importers.backends import configured_backends
 from flipmoe.serve.alertmanager import AlertJobs, AlertmanagerWebhook, incident_key, plan_incident
 from flipmoe.serve.ingest import JsonBody
-from flipmoe.serve.jobs import STATES, JobStore, worker_name
+from flipmoe.serve.jobs import STATES, Job, JobStore, worker_name
 from flipmoe.serve.security import is_loopback, token_ok, token_scope
 from flipmoe.serve.uploads import Uploads
 
@@ -267,11 +267,20 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
     def prometheus_metrics() -> Response:
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    def submit_staged(incident_dir: Path, job_id: str, key: str | None) -> tuple[Job, bool]:
+        """Record a staged incident as a job; a staged incident no job owns is removed, not left
+        to count against the quota."""
+        try:
+            return store.submit(incident_dir=str(incident_dir), out_dir=str(uploads.reports / job_id),
+                                idempotency_key=key, job_id=job_id)
+        except BaseException:
+            uploads.discard(job_id)
+            raise
+
     def accept(content_type: str, body: IO[bytes], key: str | None) -> JSONResponse:
         job_id = uuid.uuid4().hex
         incident_dir = uploads.stage(content_type, body, job_id)
-        job, created = store.submit(incident_dir=str(incident_dir), out_dir=str(uploads.reports / job_id),
-                                    idempotency_key=key, job_id=job_id)
+        job, created = submit_staged(incident_dir, job_id, key)
         if not created:  # a concurrent submission with the same key won
             uploads.discard(job_id)
         runner.wake()
@@ -286,9 +295,15 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
             existing = await run_in_threadpool(store.by_idempotency_key, key)
             if existing is not None:
                 return JSONResponse(_job_json(existing), status_code=200)
-        with tempfile.SpooledTemporaryFile(max_size=1 << 20, dir=str(spool_dir)) as body:
+        in_memory = 1 << 20
+        with tempfile.SpooledTemporaryFile(max_size=in_memory, dir=str(spool_dir)) as body:
+            received = 0
             async for chunk in request.stream():  # the guard stops a body beyond the limit
-                body.write(chunk)
+                received += len(chunk)
+                if received > in_memory:  # the spool is a file by now: write it off the event loop
+                    await anyio.to_thread.run_sync(body.write, chunk)
+                else:
+                    body.write(chunk)
             return await run_in_threadpool(accept, request.headers.get("content-type", ""), body, key)
 
     def accept_alert(webhook: AlertmanagerWebhook, scope: str) -> JSONResponse:
@@ -305,8 +320,7 @@ def create_app(settings: ServeSettings, *, analyzer: Analyzer, models: ModelServ
         job_id = uuid.uuid4().hex
         planned = plan_incident(webhook, config, job_id=job_id)
         incident_dir = uploads.stage_alert(planned.to_json(), job_id)
-        job, created = store.submit(incident_dir=str(incident_dir), out_dir=str(uploads.reports / job_id),
-                                    idempotency_key=key, job_id=job_id)
+        job, created = submit_staged(incident_dir, job_id, key)
         if not created:  # the same group, sent twice at once: the other request won
             uploads.discard(job_id)
         runner.wake()
