@@ -154,7 +154,8 @@ def test_ray_director_streams_progress_to_the_ingress() -> None:
 def test_console_is_served_without_a_token_but_its_api_calls_need_one(tmp_path: Path,
                                                                        incident_archive: bytes) -> None:
     settings = ServeSettings(data_dir=tmp_path / "data", auth="on", tokens=frozenset({"t0k"}))
-    with TestClient(create_app(settings, analyzer=SteppedAnalyzer())) as client:
+    analyzer = SteppedAnalyzer()
+    with TestClient(create_app(settings, analyzer=analyzer)) as client:
         page = client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -174,6 +175,8 @@ def test_console_is_served_without_a_token_but_its_api_calls_need_one(tmp_path: 
         assert [job["id"] for job in listed] == [second["id"], first["id"]]
         assert listed[0]["links"]["report_html"].endswith("/report.html")
         assert client.get("/v1/incidents?limit=0", headers=auth).status_code == 422
+        for _ in range(2 * len(SteppedAnalyzer.STAGES)):  # let both jobs finish before the service stops
+            analyzer.next.release()
 
 
 def test_files_default_to_xdg_folders_not_the_current_directory(tmp_path: Path,
