@@ -48,3 +48,14 @@ def tiny_incident(*, n_minutes: int = 10, seed: int = 0) -> Incident:
 @pytest.fixture
 def incident() -> Incident:
     return tiny_incident()
+
+
+def sandbox_unavailable() -> str | None:
+    """Why the bubblewrap sandbox cannot run here, or None when it can (its tests skip with the reason)."""
+    from director.agents.sandbox import SandboxUnavailableError, isolation
+
+    try:
+        isolation()
+    except SandboxUnavailableError as err:
+        return str(err)
+    return None

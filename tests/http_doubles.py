@@ -13,7 +13,8 @@ and error forms (Loki's plain-text 400 for a bad query) — over data the test g
   scripted first (`receiver.script(503, 503)`).
 
 Every double records the requests it got (`.requests`) and can be told to fail the next N requests with a
-status (`.fail(503, times=2)`). `closed_port_url()` is a URL where nothing listens.
+status (`.fail(503, times=2)`). `closed_port_url()` is a URL where nothing listens; `free_port()` a port
+to start a server on; `serving(app)` runs an ASGI app (flipmoe's service) under uvicorn on one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
+import uvicorn
 
 
 @dataclass(frozen=True)
@@ -268,11 +271,32 @@ class Receiver(_Double):
         return [r.body for r in self.requests if r.method == "POST" and r.path.startswith(path_prefix)]
 
 
-def closed_port_url() -> str:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        return int(sock.getsockname()[1])
+
+
+def closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """`app` behind uvicorn on a free local port, lifespan (job threads) included; yields its URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @contextmanager

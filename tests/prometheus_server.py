@@ -20,7 +20,6 @@ head block that Prometheus fills from scrapes.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from http_doubles import free_port
 
 STEP_SECONDS = 15
 SAMPLES = 480
@@ -147,7 +147,7 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start Prometheus on a free port; a port taken between probing and binding gets another try."""
     log = workdir / "prometheus.log"
     for _ in range(3):
-        port = _free_port()
+        port = free_port()
         with log.open("ab") as sink:
             process = subprocess.Popen(
                 ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
@@ -158,12 +158,6 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         if _wait_ready(process, url):
             return process, url
     raise RuntimeError(f"Prometheus did not start:\n{log.read_text(errors='replace')[-2000:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str) -> bool:

@@ -7,21 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import sandbox_unavailable
 
 from director.agents import sandbox
-from director.agents.sandbox import DATA, INPUT, SCRATCH, SandboxUnavailableError, isolation, run_code
+from director.agents.sandbox import DATA, INPUT, SCRATCH, SandboxUnavailableError, run_code
 from flipmoe.errors import FlipmoeInputError
 
-
-def _unavailable() -> str | None:
-    try:
-        isolation()
-    except SandboxUnavailableError as err:
-        return str(err)
-    return None
-
-
-needs_sandbox = pytest.mark.skipif(_unavailable() is not None, reason=f"no sandbox here: {_unavailable()}")
+needs_sandbox = pytest.mark.skipif(sandbox_unavailable() is not None,
+                                   reason=f"no sandbox here: {sandbox_unavailable()}")
 
 
 @needs_sandbox
@@ -111,8 +104,8 @@ def test_the_process_limit_holds() -> None:
 @pytest.mark.parametrize("choice", [0, 1], ids=["strongest", "fallback"])
 def test_every_flag_set_the_probe_may_pick_holds(monkeypatch: pytest.MonkeyPatch, choice: int) -> None:
     """The weaker flag sets (for kernels without unprivileged user namespaces) still confine the code."""
-    if _unavailable() is not None:
-        pytest.skip(f"no sandbox here: {_unavailable()}")
+    if sandbox_unavailable() is not None:
+        pytest.skip(f"no sandbox here: {sandbox_unavailable()}")
     candidate = sandbox._candidates()[choice]
     monkeypatch.setattr(sandbox, "_probe", lambda: candidate)
     code = ("import os\nprint(os.getuid())\ntry:\n    open('/usr/x', 'w')\nexcept OSError as err:\n"

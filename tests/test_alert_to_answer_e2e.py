@@ -11,14 +11,13 @@ service is at fault: the analysis has to. `alert_pipeline` is shared with benchm
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,8 +28,8 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
-from http_doubles import LokiDouble, LokiEntry, Receiver, Request
-from test_alertmanager import _free_port, serving
+from browser import headless_chromium, missing_browser, wait_for
+from http_doubles import LokiDouble, LokiEntry, Receiver, Request, free_port, serving
 
 from flipmoe.config import (
     AlertsConfig,
@@ -53,11 +52,7 @@ SERVICES = {"frontend": "frontend-6f7-a1", "checkout": "checkout-5d9-b2", "payme
 BASELINE_S = 20.0
 """Seconds of normal telemetry before an anomaly: the window looks back this far (`alerts.look_back_minutes`)."""
 SLACK_TOKEN = "T0123/B0456/e2eSecret"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-NO_BROWSER = ("" if CHROMIUM and CHROMEDRIVER and importlib.util.find_spec("selenium") else
-              "the console check needs headless Chromium, chromedriver and selenium (Debian: apt-get install "
-              "chromium chromium-driver; pip install -e '.[test]'; .ci/run does it)")
+NO_BROWSER = missing_browser() and f"the console check cannot run: {missing_browser()}"
 
 
 # -- the workload: metrics to scrape, log lines to Loki -------------------------------------------------------
@@ -247,7 +242,7 @@ def alert_pipeline(workdir: Path, analyzer: DirectorAnalyzer) -> Iterator[Pipeli
         workload = stack.enter_context(Workload(loki))
         os.environ["E2E_SLACK_WEBHOOK"] = f"{receiver.url}/services/{SLACK_TOKEN}"
         # Ports first: flipmoe's config names Prometheus, which names Alertmanager, which names flipmoe.
-        prometheus, alertmanager = (f"127.0.0.1:{_free_port()}" for _ in range(2))
+        prometheus, alertmanager = (f"127.0.0.1:{free_port()}" for _ in range(2))
         data_dir = workdir / "serve"
         config = pipeline_config(prometheus=f"http://{prometheus}", loki=loki.url, receiver=receiver.url)
         app = Stamped(create_app(ServeSettings(data_dir=data_dir), analyzer=analyzer, config=config))
@@ -272,37 +267,6 @@ def wait_for_answer(pipeline: Pipeline, *, after: int, timeout: float = 60.0) ->
 
 # -- the console in a browser (as tests/test_console.py drives it) ----------------------------------------------
 
-@contextmanager
-def headless_chromium() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def _until(browser: Any, condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def check(_: Any) -> Any:
-        try:
-            return condition()
-        except (StaleElementReferenceException, NoSuchElementException):  # the job table is redrawn on every poll
-            return False
-
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(check, message=what)
-
-
 def console_top_cause(url: str, job_id: str) -> tuple[str, str]:
     """Opens the console at `url`, waits for job `job_id` to be done in the job list and opens its report; returns
     the job row's top cause and the report's "Top cause" (the summary card, in the sandboxed report frame)."""
@@ -313,12 +277,16 @@ def console_top_cause(url: str, job_id: str) -> tuple[str, str]:
 
     with headless_chromium() as browser:
         browser.get(url + "/")
-        _until(browser, lambda: browser.find_element(By.ID, "console").is_displayed(), "the console did not open")
-        _until(browser, lambda: row().get_attribute("data-state") == "done", "the alert's job is not done in the list")
-        listed = row().find_element(By.CLASS_NAME, "cause").text
-        row().find_element(By.CLASS_NAME, "open-report").click()
-        frame = _until(browser, lambda: browser.find_element(By.ID, "report-frame").get_attribute("srcdoc")
-                       and browser.find_element(By.ID, "report-frame"), "the report was not loaded")
+        wait_for(browser, lambda: browser.find_element(By.ID, "console").is_displayed(), "the console did not open",
+                 timeout=30)
+        # The job table is redrawn on every poll: read and click inside waits, which retry a vanished row.
+        listed = wait_for(browser, lambda: row().get_attribute("data-state") == "done"
+                          and row().find_element(By.CLASS_NAME, "cause").text,
+                          "the alert's job is not done in the list", timeout=30)
+        wait_for(browser, lambda: row().find_element(By.CLASS_NAME, "open-report").click() or True,
+                 "the report link could not be clicked", timeout=30)
+        frame = wait_for(browser, lambda: browser.find_element(By.ID, "report-frame").get_attribute("srcdoc")
+                         and browser.find_element(By.ID, "report-frame"), "the report was not loaded", timeout=30)
         browser.switch_to.frame(frame)
         try:
             shown = browser.find_element(

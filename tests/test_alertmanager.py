@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,10 +22,18 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 import yaml
 from fastapi.testclient import TestClient
-from http_doubles import LokiDouble, LokiEntry, PrometheusDouble, Receiver, closed_port_url, running
+from http_doubles import (
+    LokiDouble,
+    LokiEntry,
+    PrometheusDouble,
+    Receiver,
+    closed_port_url,
+    free_port,
+    running,
+    serving,
+)
 
 from flipmoe.config import (
     AlertsConfig,
@@ -338,26 +344,8 @@ ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertman
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """`app` behind uvicorn on a free local port, lifespan (job threads) included."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-@contextmanager
 def running_alertmanager(workdir: Path, webhook_url: str, token: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     config = workdir / "alertmanager.yml"
     config.write_text(yaml.safe_dump({
         "route": {"receiver": "flipmoe", "group_by": ["alertname"], "group_wait": "1s", "group_interval": "1s",
@@ -385,12 +373,6 @@ def running_alertmanager(workdir: Path, webhook_url: str, token: str) -> Iterato
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.integration

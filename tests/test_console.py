@@ -9,32 +9,21 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import socket
 import tarfile
 import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from browser import headless_chromium, missing_browser, wait_for
 from conftest import tiny_incident
+from http_doubles import serving
 
 from flipmoe.serve.app import ServeSettings, create_app
 from flipmoe.telemetry import write_incident
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install -e '.[test]'")
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="headless Chromium and chromedriver are not installed "
-                              "(Debian: apt-get install chromium chromium-driver; .ci/run does it)"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(bool(missing_browser()), reason=missing_browser())]
 
 TOKEN = "console-token"
 MARKER = "placeholder report <b>for</b> the console"
@@ -67,54 +56,14 @@ def tar_gz(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with headless_chromium(console_log=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def until(browser: Any, condition: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def check(_: Any) -> Any:
-        try:
-            return condition()
-        except StaleElementReferenceException:  # the job table is redrawn on every poll
-            return False
-
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(check, message=what)
+    return wait_for(browser, condition, what, timeout)
 
 
 def row(browser: Any, job_id: str) -> Any:
@@ -171,8 +120,11 @@ def test_token_upload_live_progress_and_report(browser: Any, tmp_path: Path) -> 
 
         analyzer.release.set()
         until(browser, lambda: row(browser, job_id).get_attribute("data-state") == "done", "the job did not finish")
-        assert "checkout / checkout-1 (cpu_hog)" in row(browser, job_id).find_element(By.CLASS_NAME, "cause").text
-        row(browser, job_id).find_element(By.CLASS_NAME, "open-report").click()
+        # The job table is redrawn on every poll: read and click inside waits, which retry a vanished row.
+        cause = until(browser, lambda: row(browser, job_id).find_element(By.CLASS_NAME, "cause").text, "no cause")
+        assert "checkout / checkout-1 (cpu_hog)" in cause
+        until(browser, lambda: row(browser, job_id).find_element(By.CLASS_NAME, "open-report").click() or True,
+              "the report link could not be clicked")
 
         # The report is fetched with the token and shown in a sandboxed frame.
         frame = until(browser, lambda: browser.find_element(By.ID, "report-frame").get_attribute("srcdoc")

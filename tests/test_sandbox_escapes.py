@@ -16,19 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import sandbox_unavailable
 
-from director.agents.sandbox import DATA, SandboxResult, SandboxUnavailableError, isolation, run_code
+from director.agents.sandbox import DATA, SandboxResult, run_code
 
-
-def _unavailable() -> str | None:
-    try:
-        isolation()
-    except SandboxUnavailableError as err:
-        return str(err)
-    return None
-
-
-pytestmark = pytest.mark.skipif(_unavailable() is not None, reason=f"no sandbox here: {_unavailable()}")
+pytestmark = pytest.mark.skipif(sandbox_unavailable() is not None, reason=f"no sandbox here: {sandbox_unavailable()}")
 
 REPO = Path(__file__).resolve().parents[1]
 
