@@ -12,6 +12,10 @@ as full containment), so the estimate only proposes candidates.
 
 Training texts are what the experts learn from: each family's pretraining corpus
 (`get_spec(family).corpus(sources)`) and its training task data (inputs and targets).
+
+This is the harness's report (`flipmoe eval run --contamination`): near-duplicates count, so shared
+boilerplate shows. The gate that every expert and bundle build passes is stricter about what a leak is
+and fails the build on one (`data_pipeline.contamination.check_training_data`).
 """
 
 from __future__ import annotations

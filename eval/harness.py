@@ -3,14 +3,21 @@
 `run_suite(tasks, models)` builds each task's items once, asks each model, and scores the answers
 with the task's metric; `write_report(run, out_dir)` writes
 
-- `results.json`: per task and model, every figure, item count, seconds and failures; per category
-  and model the mean of its tasks' main figures; the data config; contamination per task when checked;
-  for a routed bundle, which expert answered how many requests of each task;
+- `results.json`: per task and model, every figure, its bootstrap 95% interval, item count, seconds
+  and failures; the task's ground truth (real / chaos), input, and chance level (the best input-blind
+  answer's score); paired differences with their intervals (every model against the rule, the bundle
+  against the dense baseline); per category and model the mean of its tasks' main figures with its
+  interval; the data config; contamination per task when checked; for a routed bundle, which expert
+  answered how many requests of each task;
 - `predictions.jsonl`: one line per (task, model, item): id, prediction, references;
-- `results.md`: the table by task and the table by category, models side by side;
+- `results.md`: the table by task and the table by category, models side by side with their intervals,
+  and the paired differences;
 - `radar.png`: one spider chart of the category means, one polygon per model.
 
-A task without data here (a LogHub system that is not installed) is listed as skipped, not scored.
+Intervals are percentile bootstraps over the task's items (`eval.stats`), every model on the same
+resamples, so differences are paired; a category's interval resamples each of its tasks independently.
+A task without data here (a LogHub system that is not installed, no TVDiag) is listed as skipped, with
+the reason, not scored.
 """
 
 from __future__ import annotations
@@ -18,13 +25,18 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from eval import stats
 from eval.models import EvalModel
 from eval.tasks import CATEGORIES, EvalData, EvalItem, EvalTask
+from eval.tasks._core import chance_level
 
 Progress = Callable[[str], None]
 
@@ -36,11 +48,21 @@ class TaskRun:
     metric: str
     items: int
     build_seconds: float
+    ground_truth: str = "chaos"
+    input: str = ""
+    chance: float = 0.0
+    """The best score of one answer given to every item (`eval.tasks._core.chance_level`)."""
     figures: dict[str, dict[str, float]] = field(default_factory=dict)
     """model -> {"score": ..., other figures}."""
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    """model -> [low, high] of the main figure's bootstrap 95% interval."""
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    """Paired comparisons: {"a", "b", "difference" (a - b), "interval" [low, high]}."""
     seconds: dict[str, float] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     skipped: str = ""
+    resampled: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """model -> (B,) main figure over the bootstrap resamples; in memory only."""
 
 
 @dataclass
@@ -57,21 +79,40 @@ class SuiteRun:
 
     def category_scores(self) -> dict[str, dict[str, float]]:
         """category -> model -> mean main figure of its scored tasks."""
-        out: dict[str, dict[str, float]] = {}
+        return {c: {m: i.value for m, i in by_model.items()} for c, by_model in self.category_intervals().items()}
+
+    def category_intervals(self) -> dict[str, dict[str, stats.Interval]]:
+        """category -> model -> mean main figure of its scored tasks, with its interval."""
+        out = {}
         for category in CATEGORIES:
             runs = [t for t in self.tasks if t.category == category and not t.skipped]
             if runs:
-                out[category] = {m: sum(t.figures[m]["score"] for t in runs) / len(runs) for m in self.models}
+                out[category] = {m: _mean_interval(runs, m) for m in self.models}
         return out
 
+    def overall(self, ground_truth: str | None = None) -> dict[str, stats.Interval]:
+        """model -> mean main figure over the scored tasks (of one ground truth, or all), with its interval."""
+        runs = [t for t in self.tasks if not t.skipped and ground_truth in (None, t.ground_truth)]
+        return {m: _mean_interval(runs, m) for m in self.models} if runs else {}
+
     def to_json(self) -> dict[str, Any]:
+        def interval_json(i: stats.Interval) -> dict[str, Any]:
+            return {"score": round(i.value, 4), "interval": i.to_json()}
+
+        tasks = [{k: v for k, v in asdict(t).items() if k != "resampled"} for t in self.tasks]
         return {"models": self.models, "seconds": round(self.seconds, 1), "config": self.config,
-                "tasks": [asdict(t) for t in self.tasks], "categories": self.category_scores(),
+                "tasks": tasks,
+                "categories": {c: {m: interval_json(i) for m, i in by_model.items()}
+                               for c, by_model in self.category_intervals().items()},
+                "mean": {scope or "all": {m: interval_json(i) for m, i in self.overall(scope).items()}
+                         for scope in (None, "real", "chaos")},
                 "contamination": self.contamination, "routing": self.routing}
 
 
 def run_suite(tasks: Sequence[EvalTask], models: Sequence[EvalModel], *, data: EvalData | None = None,
-              progress: Progress | None = None) -> SuiteRun:
+              progress: Progress | None = None, resamples: int = stats.RESAMPLES) -> SuiteRun:
+    """Every model answers every task's items; each score gets its bootstrap interval (one resample matrix
+    per task, shared by the models), each task its chance level and paired differences."""
     data = data or EvalData()
     say = progress or (lambda _line: None)
     started = time.perf_counter()
@@ -80,13 +121,16 @@ def run_suite(tasks: Sequence[EvalTask], models: Sequence[EvalModel], *, data: E
         t0 = time.perf_counter()
         items = task.build(data)
         task_run = TaskRun(task=task.name, category=task.category, metric=task.metric, items=len(items),
-                           build_seconds=round(time.perf_counter() - t0, 2))
+                           build_seconds=round(time.perf_counter() - t0, 2), ground_truth=task.ground_truth,
+                           input=task.input_format)
         run.tasks.append(task_run)
         run.items[task.name] = items
         if not items:
-            task_run.skipped = "no held-out data here (see the task's source)"
+            task_run.skipped = "no data here" + (f": needs {task.requires}" if task.requires else "")
             say(f"{task.name}: skipped ({task_run.skipped})")
             continue
+        indices = stats.resample_indices(len(items), resamples=resamples, seed=_seed(task.name))
+        task_run.chance = round(chance_level(task, items), 4)
         for model in models:
             before = model.failures
             t1 = time.perf_counter()
@@ -94,33 +138,91 @@ def run_suite(tasks: Sequence[EvalTask], models: Sequence[EvalModel], *, data: E
             task_run.seconds[model.name] = round(time.perf_counter() - t1, 2)
             task_run.failures[model.name] = model.failures - before
             task_run.figures[model.name] = {k: round(float(v), 4) for k, v in task.score(predictions, items).items()}
+            task_run.resampled[model.name] = _resampled(task, predictions, items, indices)
+            task_run.intervals[model.name] = stats.interval(task_run.figures[model.name]["score"],
+                                                            task_run.resampled[model.name]).to_json()
             run.predictions += [{"task": task.name, "model": model.name, "id": item.id, "prediction": p,
                                  "references": list(item.references)} for item, p in zip(items, predictions,
                                                                                           strict=True)]
-        say(f"{task.name} ({len(items)} items, {time.perf_counter() - t0:.1f}s): " + ", ".join(
+        task_run.differences = [_difference(task_run, a, b) for a, b in comparisons(run.models)]
+        say(f"{task.name} ({len(items)} items, {task.ground_truth}, {time.perf_counter() - t0:.1f}s): " + ", ".join(
             f"{m}={task_run.figures[m]['score']:.3f}" for m in run.models))
     run.routing = {m.name: routed for m in models if isinstance(routed := getattr(m, "routed", None), dict)}
     run.seconds = time.perf_counter() - started
     return run
 
 
+def comparisons(models: Sequence[str]) -> list[tuple[str, str]]:
+    """The paired comparisons a run reports: every model against the rule, and the bundle (MoE)
+    against the dense baseline of equal size."""
+    pairs = [(m, "rule") for m in models if m != "rule" and "rule" in models]
+    pairs += [(m, d) for m in models if m.startswith("bundle:") for d in models if d == "dense"]
+    return pairs
+
+
+def _resampled(task: EvalTask, predictions: Sequence[str], items: Sequence[EvalItem],
+               indices_BN: np.ndarray) -> np.ndarray:
+    """(B,) main figure over the resamples: item scores averaged when the scorer has them, else the
+    whole-set metric recomputed on each resample."""
+    values = getattr(task.score, "values", None)
+    if callable(values):
+        return stats.bootstrap_means(values(predictions, items), indices_BN)
+    return stats.bootstrap_statistic(
+        lambda rows: task.score([predictions[i] for i in rows], [items[i] for i in rows])["score"], indices_BN)
+
+
+def _difference(task_run: TaskRun, a: str, b: str) -> dict[str, Any]:
+    value = task_run.figures[a]["score"] - task_run.figures[b]["score"]
+    spread = stats.interval(value, task_run.resampled[a] - task_run.resampled[b])
+    return {"a": a, "b": b, "difference": round(value, 4), "interval": spread.to_json()}
+
+
+def _mean_interval(runs: Sequence[TaskRun], model: str) -> stats.Interval:
+    """The mean main figure over `runs`, its interval from their resamples (independent across tasks)."""
+    value = sum(t.figures[model]["score"] for t in runs) / len(runs)
+    return stats.interval(value, np.mean([t.resampled[model] for t in runs], axis=0))
+
+
+def _seed(name: str) -> int:
+    """A per-task seed that does not depend on the process (unlike `hash`)."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
 def markdown(run: SuiteRun) -> str:
-    header = "| task | category | metric | n | " + " | ".join(run.models) + " |"
-    rule = "|" + "---|" * (4 + len(run.models))
+    header = "| task | source | input | metric | n | chance | " + " | ".join(run.models) + " |"
+    rule = "|" + "---|" * (6 + len(run.models))
     rows = []
     for t in run.tasks:
-        cells = ["skipped"] * len(run.models) if t.skipped else [_cell(t.figures[m]) for m in run.models]
-        rows.append(f"| {t.task} | {t.category} | {t.metric} | {t.items} | " + " | ".join(cells) + " |")
-    categories = run.category_scores()
+        cells = ([f"skipped ({t.skipped})"] + [""] * (len(run.models) - 1) if t.skipped
+                 else [_cell(t.figures[m], t.intervals[m]) for m in run.models])
+        chance = "" if t.skipped else f"{t.chance:.3f}"
+        rows.append(f"| {t.task} | {t.ground_truth} | {t.input} | {t.metric} | {t.items} | {chance} | "
+                    + " | ".join(cells) + " |")
     cat_header = "| category | tasks | " + " | ".join(run.models) + " |"
     cat_rule = "|" + "---|" * (2 + len(run.models))
     cat_rows = [f"| {CATEGORIES[c]} | {sum(t.category == c and not t.skipped for t in run.tasks)} | "
-                + " | ".join(f"{scores[m]:.3f}" for m in run.models) + " |" for c, scores in categories.items()]
-    scored = [t for t in run.tasks if not t.skipped]
-    mean = "| **mean over tasks** | " + str(len(scored)) + " | " + " | ".join(
-        f"{sum(t.figures[m]['score'] for t in scored) / max(1, len(scored)):.3f}" for m in run.models) + " |"
-    lines = ["## By task", "", header, rule, *rows, "", "## By category", "", cat_header, cat_rule, *cat_rows, mean,
-             "", f"Harness run time: {run.seconds:.1f} s."]
+                + " | ".join(_interval_cell(by_model[m]) for m in run.models) + " |"
+                for c, by_model in run.category_intervals().items()]
+    for scope, title in ((None, "**mean over tasks**"), ("real", "mean over real-reference tasks"),
+                         ("chaos", "mean over chaos-reference tasks")):
+        overall = run.overall(scope)
+        if overall:
+            count = sum(not t.skipped and scope in (None, t.ground_truth) for t in run.tasks)
+            cat_rows.append(f"| {title} | {count} | " + " | ".join(_interval_cell(overall[m]) for m in run.models)
+                            + " |")
+    lines = ["## By task", "",
+             "Cells: main figure [bootstrap 95% interval]. source: real = references from independent labels "
+             "of real data; chaos = the chaos gym's or a generator's ground truth. chance: the best score of one "
+             "answer given to every item.", "", header, rule, *rows, "",
+             "## By category", "", cat_header, cat_rule, *cat_rows]
+    differences = [(t, d) for t in run.tasks if not t.skipped for d in t.differences]
+    if differences:
+        lines += ["", "## Paired differences (a - b, same items, bootstrap 95% interval)", "",
+                  "| task | a | b | a - b | interval | |", "|---|---|---|---|---|---|"]
+        lines += [f"| {t.task} | {d['a']} | {d['b']} | {d['difference']:+.3f} | "
+                  f"[{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}] | "
+                  f"{'' if d['interval'][0] <= 0 <= d['interval'][1] else 'differs'} |" for t, d in differences]
+    lines += ["", f"Harness run time: {run.seconds:.1f} s."]
     failed = {m: sum(t.failures.get(m, 0) for t in run.tasks) for m in run.models}
     if any(failed.values()):
         lines.append("Answers that failed (scored as empty): " + ", ".join(f"{m} {n}" for m, n in failed.items() if n)
@@ -133,9 +235,14 @@ def markdown(run: SuiteRun) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(figures: Mapping[str, float]) -> str:
+def _cell(figures: Mapping[str, float], spread: Sequence[float]) -> str:
     extra = [f"{k} {v:.2f}" for k, v in figures.items() if k.startswith(("A@3", "MRR"))]
-    return f"{figures['score']:.3f}" + (f" ({', '.join(extra)})" if extra else "")
+    return (f"{figures['score']:.3f} [{spread[0]:.2f}, {spread[1]:.2f}]"
+            + (f" ({', '.join(extra)})" if extra else ""))
+
+
+def _interval_cell(value: stats.Interval) -> str:
+    return f"{value.value:.3f} [{value.low:.2f}, {value.high:.2f}]"
 
 
 def radar_chart(run: SuiteRun, path: str | Path) -> Path:

@@ -2,7 +2,9 @@
 
 | spec | model |
 |---|---|
-| `rule` | each task's rule/template baseline (the analysis toolkits for localisation and diagnosis) |
+| `rule` | each task's rule/template baseline, reading the same input as the models |
+| `toolkit` | the analysis path on the whole incident where a task has one (reads more than the models) |
+| `constant:TEXT` | the same answer to every item: a deliberately broken model, which must score at chance |
 | `expert:DIR` | one expert checkpoint (`experts.expert.Expert`) |
 | `bundle:DIR` | the routed bundle (`router.moe.FlipMoE`) |
 | `dense:DIR` | the dense baseline, an expert checkpoint trained on every family's data |
@@ -44,6 +46,32 @@ class RuleModel:
 
     def answer(self, task: EvalTask, items: Sequence[EvalItem]) -> list[str]:
         return list(task.rule(items))
+
+
+@dataclass
+class ToolkitModel:
+    """The analysis path on the whole incident (`task.toolkit`) where a task has one, else its rule."""
+
+    name: str = "toolkit"
+    failures: int = 0
+
+    def answer(self, task: EvalTask, items: Sequence[EvalItem]) -> list[str]:
+        return list((task.toolkit or task.rule)(items))
+
+
+@dataclass
+class ConstantModel:
+    """One answer to every item, whatever the input: what a broken model (or a gamed metric) looks like."""
+
+    text: str
+    name: str = ""
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"constant:{self.text}"
+
+    def answer(self, task: EvalTask, items: Sequence[EvalItem]) -> list[str]:
+        return [self.text] * len(items)
 
 
 @dataclass
@@ -99,6 +127,10 @@ def load_model(spec: str) -> EvalModel:
     kind, _, target = spec.partition(":")
     if spec == "rule":
         return RuleModel()
+    if spec == "toolkit":
+        return ToolkitModel()
+    if kind == "constant" and target.strip():
+        return ConstantModel(text=target)
     if kind in ("expert", "dense") and target:
         from experts.expert import Expert
 
@@ -116,7 +148,8 @@ def load_model(spec: str) -> EvalModel:
             raise FlipmoeInputError(f"remote model spec {spec!r} names no model", hint="write remote:URL#MODEL")
         return GenerativeModel(name=f"remote:{model}", expert=RemoteExpert(name=model, base_url=url, model=model))
     raise FlipmoeInputError(f"unknown model spec {spec!r}",
-                            hint="use rule, expert:DIR, bundle:DIR, dense:DIR or remote:URL#MODEL")
+                            hint="use rule, toolkit, constant:TEXT, expert:DIR, bundle:DIR, dense:DIR or "
+                                 "remote:URL#MODEL")
 
 
 def _fit(expert: Any, prompt: str, task: EvalTask) -> str:

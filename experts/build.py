@@ -1,7 +1,7 @@
 """Build an expert from its family's data: corpus -> own tokenizer -> decoder -> training -> scores -> checkpoint.
 
 ```
-spec.corpus(sources) ──► train_tokenizer ──► model_preset(vocab = tokenizer's) ──► Expert.create
+spec.corpus(sources) ──► contamination gate ──► train_tokenizer ──► model_preset(vocab = tokenizer's) ──► Expert.create
 spec.task_data(train) ──► objective_sequences + curriculum, task_sequences ──► Trainer.fit
 spec.task_data(heldout) ──► greedy answers of the trained expert, of the untrained one, of the rule ──► card.json
 ```
@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from data_pipeline.contamination import check_training_data
 from data_pipeline.examples import IGNORE_INDEX, TaskExample, TrainingSequence
 from data_pipeline.tokenizer import Tokenizer, train_tokenizer
 from experts.config import ExpertConfig, TrainConfig, format_prompt, model_preset
@@ -107,9 +108,12 @@ def build_expert(family: str, *, out_dir: str | Path, preset: str = "nano", sour
         timings[name] = round(now - clock, 2)
         clock = now
 
-    corpus = spec.corpus(sources)
     task_train = spec.task_data(sources, "train")
     task_heldout = spec.task_data(sources, "heldout")
+    # The contamination gate of every build: evaluation sources and held-out inputs never train an expert.
+    corpus, contamination = check_training_data(
+        family, spec.corpus(sources), [f"{e.input}\n{e.target}" for rows in task_train.values() for e in rows],
+        {task: [e.input for e in rows] for task, rows in task_heldout.items()})
     if not corpus and not any(task_train.values()):
         raise FlipmoeInputError(f"expert {family!r} has no training data", hint="check the data sources")
     pretrain_docs, heldout_docs = _split_documents(corpus)
@@ -165,6 +169,7 @@ def build_expert(family: str, *, out_dir: str | Path, preset: str = "nano", sour
                         expert=expert, scores={"expert": trained, "untrained": untrained, "rule": rule},
                         answer_tokens=answer_tokens, timings=timings, wall_s=time.perf_counter() - started,
                         cpu_s=time.process_time() - cpu_started)
+    expert.card["contamination"] = contamination.to_json()
     expert.save(out_dir)
     return expert
 

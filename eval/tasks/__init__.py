@@ -9,6 +9,7 @@ task.score(task.rule(items), items)     # {"score": ..., ...}
 ```
 
 Suites: `all`, a category name (`log_understanding`, ...), `experts` (the nine expert tasks),
+`real` (the tasks whose references are independent labels of real data sets), `chaos` (the others),
 `quick` (a few cheap tasks that need no simulation beyond the experts' four held-out incidents), or a
 comma-separated list of task names.
 """
@@ -34,10 +35,12 @@ def _registry() -> dict[str, EvalTask]:
     from eval.tasks.incidents import incident_tasks
     from eval.tasks.logs import log_tasks
     from eval.tasks.queries import query_tasks
+    from eval.tasks.real import real_tasks
     from eval.tasks.traces import trace_tasks
 
     registry: dict[str, EvalTask] = {}
-    for task in (*expert_tasks(), *log_tasks(), *code_tasks(), *trace_tasks(), *query_tasks(), *incident_tasks()):
+    for task in (*expert_tasks(), *log_tasks(), *code_tasks(), *trace_tasks(), *query_tasks(), *incident_tasks(),
+                 *real_tasks()):
         if task.name in registry:
             raise ValueError(f"evaluation task {task.name!r} registered twice")
         registry[task.name] = task
@@ -57,7 +60,7 @@ def get_task(name: str) -> EvalTask:
 
 
 def suite(name: str) -> list[EvalTask]:
-    """The tasks of a suite: all, a category, experts, quick, or task names separated by commas."""
+    """The tasks of a suite: all, a category, experts, real, chaos, quick, or task names separated by commas."""
     registry = _registry()
     if name == "all":
         return tasks()
@@ -65,11 +68,14 @@ def suite(name: str) -> list[EvalTask]:
         return [t for t in registry.values() if t.category == name]
     if name == "experts":
         return [t for t in registry.values() if t.source.startswith("experts:")]
+    if name in ("real", "chaos"):
+        return [t for t in registry.values() if t.ground_truth == name]
     if name == "quick":
         return [registry[n] for n in QUICK]
     names = [n.strip() for n in name.split(",") if n.strip()]
     unknown = [n for n in names if n not in registry]
     if unknown or not names:
         raise FlipmoeInputError(f"unknown suite or task(s): {', '.join(unknown) or name!r}",
-                                hint=f"use all, experts, quick, a category ({', '.join(CATEGORIES)}) or task names")
+                                hint=f"use all, experts, real, chaos, quick, a category ({', '.join(CATEGORIES)}) "
+                                     "or task names")
     return [registry[n] for n in names]

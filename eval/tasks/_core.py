@@ -3,14 +3,22 @@
 A task is data plus a metric: `build(data)` makes its held-out items (deterministically: the same
 `EvalData` gives the same items, in the same order), `rule(items)` is its rule/template baseline, and
 `score(predictions, items)` returns named figures in [0, 1], the main one under "score". Items are
-plain text in, plain text out, so any model that answers prompts answers every task; an item may
-also carry a `payload` (the chaos incident it came from) that only rule baselines built on the
-analysis toolkits use, and that is never written out.
+plain text in, plain text out, so any model that answers prompts answers every task. The rule baseline
+reads exactly what the models read (`item.input`): equal inputs, so a gap between them is the
+models', not the inputs'. An item may also carry a `payload` (the incident it came from) that only a
+task's `toolkit` baseline reads — the platform's analysis path on the whole incident, reported as its
+own model because it sees more than the others — and that is never written out.
+
+Each task says where its references come from (`ground_truth`): `real` — independent labels of real
+data sets (LogHub's templates, levels and alert labels, the TrainTicket and TVDiag fault labels) that
+no baseline here computes; `chaos` — the chaos gym's ground truth or a generator's, kept only where no
+real ground truth exists (a rule that inverts the generator can score 1 by construction there).
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +39,7 @@ CATEGORIES: dict[str, str] = {
     "diagnosis": "Fault-type diagnosis",
 }
 """The Flip report's categories, plus localisation and fault-type diagnosis."""
+GROUND_TRUTHS = ("real", "chaos")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +88,14 @@ class EvalTask:
     score: Scorer
     """(predictions, items) -> {"score": main figure, ...other figures}, each in [0, 1]."""
     source: str = "chaos"
-    """Where the items come from: chaos, loghub, chaos-code, experts:<family>."""
+    """Where the items come from: chaos, loghub, chaos-code, tvdiag, nezha, experts:<family>."""
+    ground_truth: str = "chaos"
+    """Where the references come from: `real` (independent labels of a real data set) or `chaos`
+    (the chaos gym's or a generator's ground truth)."""
+    toolkit: Rule | None = None
+    """Baseline that reads the item's payload (the whole incident), not only its input; None: the rule."""
+    requires: str = ""
+    """The data a task needs beyond the chaos gym, said when it is skipped for want of it."""
     max_new_tokens: int = 32
     """Answer budget for generative models."""
     size: int = 40
@@ -89,18 +105,32 @@ class EvalTask:
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
             raise ValueError(f"task {self.name!r}: unknown category {self.category!r}")
+        if self.ground_truth not in GROUND_TRUTHS:
+            raise ValueError(f"task {self.name!r}: ground_truth must be one of {', '.join(GROUND_TRUTHS)}")
 
 
 # --- scorers ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MeanScorer:
+    """A scorer that averages a per-item score; `values` exposes the item scores, so a bootstrap
+    resamples them directly instead of re-scoring every resample."""
+
+    fn: Callable[[str, EvalItem], float]
+
+    def values(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> list[float]:
+        _check(predictions, items)
+        return [self.fn(p, item) for p, item in zip(predictions, items, strict=True)]
+
+    def __call__(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
+        values = self.values(predictions, items)
+        return {"score": sum(values) / len(values) if values else 0.0}
+
+
 def per_item(fn: Callable[[str, EvalItem], float]) -> Scorer:
     """A scorer that averages a per-item score."""
-    def score(predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
-        _check(predictions, items)
-        values = [fn(p, item) for p, item in zip(predictions, items, strict=True)]
-        return {"score": sum(values) / len(values) if values else 0.0}
-    return score
+    return MeanScorer(fn)
 
 
 def exact_scorer() -> Scorer:
@@ -125,21 +155,35 @@ def set_f1_scorer(separator: str = ";") -> Scorer:
     return per_item(lambda p, item: max(set_f1(p, r, separator=separator) for r in item.references))
 
 
-def summary_scorer() -> Scorer:
+@dataclass(frozen=True)
+class SummaryScorer:
     """Normalised ROUGE-2 (by the references' mutual agreement, capped at 1), 0 when the summary names
     more than two entities absent from its source; also reports raw ROUGE-2 and the gated share."""
-    def score(predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
+
+    def values(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> list[float]:
+        return [v for v, _, _ in self._scored(predictions, items)]
+
+    def __call__(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
+        scored = self._scored(predictions, items)
+        n = max(1, len(items))
+        return {"score": sum(v for v, _, _ in scored) / n, "rouge2": sum(r for _, r, _ in scored) / n,
+                "hallucinated": sum(g for _, _, g in scored) / n}
+
+    @staticmethod
+    def _scored(predictions: Sequence[str], items: Sequence[EvalItem]) -> list[tuple[float, float, bool]]:
+        """(gated normalised ROUGE-2, raw ROUGE-2, gated) per item."""
         _check(predictions, items)
-        normalised, raw, gated = [], [], 0
+        out = []
         for p, item in zip(predictions, items, strict=True):
             value = metrics.normalised_rouge2(p, item.references)
             kept = metrics.hallucination_gate(value, p, item.source_text)
-            gated += kept == 0.0 and value > 0.0
-            normalised.append(kept)
-            raw.append(sum(scoring.rouge2(p, r) for r in item.references) / len(item.references))
-        n = max(1, len(items))
-        return {"score": sum(normalised) / n, "rouge2": sum(raw) / n, "hallucinated": gated / n}
-    return score
+            raw = sum(scoring.rouge2(p, r) for r in item.references) / len(item.references)
+            out.append((kept, raw, kept == 0.0 and value > 0.0))
+        return out
+
+
+def summary_scorer() -> Scorer:
+    return SummaryScorer()
 
 
 def macro_f1_scorer() -> Scorer:
@@ -157,18 +201,32 @@ def mape_scorer() -> Scorer:
                                                         metrics.parse_numbers(item.references[0])))
 
 
+@dataclass(frozen=True)
+class RankingScorer:
+    """A@k and MRR of comma-separated rankings; the main figure is A@(first k)."""
+
+    ks: tuple[int, ...] = (1, 3, 5)
+
+    def values(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> list[float]:
+        return [metrics.accuracy_at_k(r, t, self.ks[0]) for r, t in self._pairs(predictions, items)]
+
+    def __call__(self, predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
+        pairs = self._pairs(predictions, items)
+        n = max(1, len(items))
+        out = {f"A@{k}": sum(metrics.accuracy_at_k(r, t, k) for r, t in pairs) / n for k in self.ks}
+        out["MRR"] = sum(metrics.reciprocal_rank(r, t) for r, t in pairs) / n
+        return {"score": out[f"A@{self.ks[0]}"], **out}
+
+    @staticmethod
+    def _pairs(predictions: Sequence[str], items: Sequence[EvalItem]) -> list[tuple[list[str], str]]:
+        _check(predictions, items)
+        return [(_distinct([r.strip() for r in p.split(",") if r.strip()]), item.references[0])
+                for p, item in zip(predictions, items, strict=True)]
+
+
 def ranking_scorer(ks: Sequence[int] = (1, 3, 5)) -> Scorer:
     """A@k and MRR of comma-separated rankings; the main figure is A@1."""
-    def score(predictions: Sequence[str], items: Sequence[EvalItem]) -> dict[str, float]:
-        _check(predictions, items)
-        ranked = [_distinct([r.strip() for r in p.split(",") if r.strip()]) for p in predictions]
-        truths = [item.references[0] for item in items]
-        n = max(1, len(items))
-        out = {f"A@{k}": sum(metrics.accuracy_at_k(r, t, k) for r, t in zip(ranked, truths, strict=True)) / n
-               for k in ks}
-        out["MRR"] = sum(metrics.reciprocal_rank(r, t) for r, t in zip(ranked, truths, strict=True)) / n
-        return {"score": out[f"A@{ks[0]}"], **out}
-    return score
+    return RankingScorer(tuple(ks))
 
 
 def grouping_accuracy(templates: Sequence[str], truths: Sequence[str]) -> float:
@@ -190,6 +248,14 @@ def grouping_scorer() -> Scorer:
         exact = sum(scoring.exact_match(p, t) for p, t in zip(predictions, truths, strict=True))
         return {"score": grouping_accuracy(predictions, truths), "parsing_accuracy": exact / max(1, len(items))}
     return score
+
+
+def chance_level(task: EvalTask, items: Sequence[EvalItem], *, candidates: int = 10) -> float:
+    """The best main figure an input-blind model gets: the task's score of the same answer to every
+    item, over the `candidates` most common references and the empty answer. A model at or below it
+    has learned nothing from the inputs."""
+    common = [r for r, _ in Counter(item.references[0] for item in items).most_common(candidates)]
+    return max(task.score([answer] * len(items), items)["score"] for answer in ["", *common]) if items else 0.0
 
 
 def _label(text: str) -> str:

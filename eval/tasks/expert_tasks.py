@@ -3,7 +3,9 @@
 Items are the families' own held-out examples (chaos seeds >= 600000, LogHub lines of the held-out
 hash split), so an expert is judged here on exactly what its card reports, next to every other model.
 Label and template tasks keep the expert metric (`exact`, `token_f1`); the two summary tasks are
-scored like every summary here (normalised ROUGE-2 with the hallucination gate).
+scored like every summary here (normalised ROUGE-2 with the hallucination gate). `log_template`'s
+references are LogHub's own templates (real); the others' come from the chaos gym (`log_level` mixes
+LogHub and chaos lines; `log_level_loghub` is its real-only counterpart).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ _FORMAT = {
     "exception_cause": "a service's exception with its stack trace",
     "config_key": "a service's settings and a client error",
 }
+_REAL = {"log_template"}
+"""Expert tasks whose references are independent labels of real data (LogHub's templates)."""
 _BUDGET = {"log_template": 48, "log_level": 4, "log_change_summary": 96, "metric_pattern": 6,
            "metric_describe": 64, "trace_slow_path": 32, "trace_error_source": 8, "exception_cause": 32,
            "config_key": 8}
@@ -45,7 +49,8 @@ def expert_tasks() -> list[EvalTask]:
             metric="normalised_rouge2+gate" if summary else spec.metric,
             build=_builder(spec.family, name), rule=_rule(name, rule_baselines),
             score=summary_scorer() if summary else (token_f1_scorer() if spec.metric == "token_f1" else exact_scorer()),
-            source=f"experts:{spec.family}", max_new_tokens=_BUDGET.get(name, 32),
+            source=f"experts:{spec.family}", ground_truth="real" if name in _REAL else "chaos",
+            max_new_tokens=_BUDGET.get(name, 32),
             notes="the expert's own held-out split"))
     return tasks
 

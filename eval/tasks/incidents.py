@@ -1,12 +1,17 @@
 """Incident-level tasks on held-out chaos incidents: localisation, diagnosis, RCA summary, scenario ->
 cause, metric spike cause, Kubernetes event cause, latency forecast, and call-graph reasoning.
 
-Text models read an *evidence digest* of the incident (`evidence_digest`): the alert, the largest
-metric changes against the fault-free baseline, the services whose error logs and failing or slow
-spans grew, and the warning events — computed from the raw telemetry, never from the label or from
-the analysis toolkits. The rule baseline of the incident-level tasks is the platform's own analysis
-path (`director.director.analyse_incident`: the Director's runbook, as `flipmoe rca` runs it) on the
-whole incident — the "toolkit" model — cached per incident, so one analysis serves every task.
+Every model and the rule read the same *evidence digest* of the incident (`evidence_digest`): the
+alert, the largest metric changes against the fault-free baseline, the services whose error logs and
+failing or slow spans grew, and the warning events — computed from the raw telemetry, never from the
+label or from the analysis toolkits. The rule reads the digest only (the services it names, in the
+order of their changes; keywords of the metrics and events). The platform's own analysis path
+(`director.director.analyse_incident`: the Director's runbook, as `flipmoe rca` runs it) on the whole
+incident is the tasks' `toolkit` baseline — it reads more than the models, so it is reported as its
+own model (`--model toolkit`) — cached per incident, so one analysis serves every task.
+
+The RCA summary's references are written from the label alone (service, fault type, fine-grained
+cause where the label has one, onset, propagation path), never from a digest or a system's output.
 """
 
 from __future__ import annotations
@@ -42,24 +47,25 @@ def incident_tasks() -> list[EvalTask]:
     return [
         EvalTask(name="localisation_service", category="localisation", metric="A@1 (A@3, A@5, MRR)",
                  description="incident evidence -> services ranked as root cause, comma-separated",
-                 input_format=digest_format, build=_incident_builder("service"), rule=_rank_rule("service"),
-                 score=ranking_scorer(), max_new_tokens=48, size=20),
+                 input_format=digest_format, build=_incident_builder("service"), rule=_digest_rank_rule("service"),
+                 toolkit=_rank_rule("service"), score=ranking_scorer(), max_new_tokens=48, size=20),
         EvalTask(name="localisation_pod", category="localisation", metric="A@1 (A@3, A@5, MRR)",
                  description="incident evidence -> pods ranked as root cause, comma-separated",
-                 input_format=digest_format, build=_incident_builder("pod"), rule=_rank_rule("pod"),
-                 score=ranking_scorer(), max_new_tokens=64, size=20),
+                 input_format=digest_format, build=_incident_builder("pod"), rule=_digest_rank_rule("pod"),
+                 toolkit=_rank_rule("pod"), score=ranking_scorer(), max_new_tokens=64, size=20),
         EvalTask(name="fault_type_diagnosis", category="diagnosis", metric="macro_f1",
                  description="incident evidence -> fault type (flipmoe taxonomy)", input_format=digest_format,
-                 build=_incident_builder("fault_type"), rule=_diagnosis_rule, score=macro_f1_scorer(),
-                 max_new_tokens=8, size=20),
+                 build=_incident_builder("fault_type"), rule=digest_diagnosis_rule, toolkit=_diagnosis_rule,
+                 score=macro_f1_scorer(), max_new_tokens=8, size=20),
         EvalTask(name="scenario_cause_mc", category="cloud_devops", metric="exact",
                  description="incident evidence + four candidate causes -> the letter of the right one",
-                 input_format=digest_format + ", then options A-D", build=_mc_items, rule=_mc_rule,
-                 score=exact_scorer(), max_new_tokens=2, size=20),
+                 input_format=digest_format + ", then options A-D", build=_mc_items, rule=_digest_mc_rule,
+                 toolkit=_mc_rule, score=exact_scorer(), max_new_tokens=2, size=20),
         EvalTask(name="rca_summary", category="log_metric_summarisation", metric="normalised_rouge2+gate",
                  description="incident evidence -> RCA summary (cause, where, evidence, propagation)",
-                 input_format=digest_format, build=_summary_items, rule=_summary_rule, score=summary_scorer(),
-                 max_new_tokens=96, size=20, notes="3 references per item, written from the label and the digest"),
+                 input_format=digest_format, build=_summary_items, rule=digest_summary_rule, toolkit=_summary_rule,
+                 score=summary_scorer(), max_new_tokens=96, size=20,
+                 notes="3 references per item, written from the label alone"),
         EvalTask(name="metric_spike_cause", category="metric_timeseries", metric="macro_f1",
                  description="largest metric changes of an incident -> fault type",
                  input_format="the metric part of the evidence digest", build=_spike_items, rule=_spike_rule,
@@ -155,14 +161,22 @@ def _event_lines(sample: ChaosSample, *, top: int = 6) -> list[str]:
 def evidence_digest(sample: ChaosSample, *, metrics_only: bool = False) -> str:
     key = (sample.system, sample.fault, sample.seed)
     if key not in _METRIC_LINES:
-        _METRIC_LINES[key] = metric_changes(sample)
+        _METRIC_LINES[key] = _present(metric_changes, sample)
     parts = [f"alert: {sample.incident.meta.alert}", "metric changes against the fault-free baseline:",
              *_METRIC_LINES[key]]
     if not metrics_only:
-        parts += ["services with more warn/error logs:", *_log_changes(sample),
-                  "services with more failing or slower spans:", *_trace_changes(sample),
-                  "events:", *_event_lines(sample)]
+        parts += ["services with more warn/error logs:", *_present(_log_changes, sample),
+                  "services with more failing or slower spans:", *_present(_trace_changes, sample),
+                  "events:", *_present(_event_lines, sample)]
     return "\n".join(parts)
+
+
+def _present(section: Any, sample: ChaosSample) -> list[str]:
+    """A digest section's lines, or none when the incident lacks the tables it reads (real incidents may)."""
+    try:
+        return list(section(sample))
+    except (ValueError, KeyError):
+        return []
 
 
 _DIGESTS: dict[tuple[str, str, int, bool], str] = {}
@@ -266,21 +280,24 @@ def _mc_rule(items: Sequence[EvalItem]) -> list[str]:
 
 
 def _summary_items(data: EvalData) -> list[EvalItem]:
-    items = []
-    for sample in data.chaos():
-        label, digest_text = sample.label, _digest_of(sample)
-        fault = label.fault_type.replace("_", " ")
-        evidence = next((line for line in digest_text.split("\n")[2:] if label.service in line), "")
-        path = " -> ".join(label.propagation_path) or label.service
-        references = (
-            f"The root cause is a {fault} in {label.service}. {evidence}. It propagated along {path}.",
-            f"{label.service} is the culprit: {fault}. Evidence: {evidence}. Impact path: {path}.",
-            f"A {fault} fault in {label.service} explains the alert ({sample.incident.meta.alert}); "
-            f"{evidence}; the failure travelled {path}.",
-        )
-        items.append(EvalItem(id=f"rca-{sample.seed}", input=digest_text, references=references,
-                              meta={"source": f"chaos:{sample.seed}", "split": "heldout"}, payload=sample))
+    items = [EvalItem(id=f"rca-{sample.seed}", input=_digest_of(sample), references=label_summaries(sample.label),
+                      meta={"source": f"chaos:{sample.seed}", "split": "heldout"}, payload=sample)
+             for sample in data.chaos()]
     return items[: data.config.max_items]
+
+
+def label_summaries(label: Any) -> tuple[str, str, str]:
+    """Three reference summaries written from the label alone: the service (and pod), the fault type, the
+    fine-grained cause where the label has one, the onset and the propagation path."""
+    fault = str(label.original_type or label.fault_type).replace("_", " ")
+    where = label.service + (f" (pod {label.pod})" if label.pod else "")
+    onset = f"{pd.Timestamp(label.inject_time):%H:%M} UTC" if label.inject_time else "the alert"
+    cause = f", located at {label.fine_grained}" if label.fine_grained else ""
+    path = " -> ".join(label.propagation_path) or label.service
+    return (f"The root cause is a {fault} fault in {where}{cause}, starting at {onset}. It propagated along {path}.",
+            f"{label.service} is the culprit: {fault}{cause} from {onset}. Impact path: {path}.",
+            f"A {fault} injected into {label.service} at {onset}{cause} explains the alert; the failure travelled "
+            f"{path}.")
 
 
 def _summary_rule(items: Sequence[EvalItem]) -> list[str]:
@@ -289,6 +306,88 @@ def _summary_rule(items: Sequence[EvalItem]) -> list[str]:
         service = (_ranking(item.payload, "service") or ["unknown"])[0]
         fault = _diagnosed(item.payload).replace("_", " ") or "fault"
         evidence = next((line for line in item.input.split("\n")[2:] if service in line), "")
+        answers.append(f"Most likely root cause: {fault} in {service}. {evidence}.")
+    return answers
+
+
+# --- rules on the digest alone (the models' input) ------------------------------------------------
+
+def digest_sections(text: str) -> dict[str, list[str]]:
+    """The digest's lines by section: "metrics", "logs", "traces", "events"."""
+    names = {"metric changes against the fault-free baseline:": "metrics",
+             "services with more warn/error logs:": "logs",
+             "services with more failing or slower spans:": "traces", "events:": "events"}
+    sections: dict[str, list[str]] = {name: [] for name in names.values()}
+    current = None
+    for line in text.split("\n"):
+        if line in names:
+            current = names[line]
+        elif current is not None and line.strip():
+            sections[current].append(line)
+    return sections
+
+
+def digest_ranking(text: str, level: str) -> list[str]:
+    """Services (or pods) the digest names, ranked by their changes: each section votes 1/rank for the
+    entity of each of its lines (metric lines are sorted by the size of the change, log and trace lines
+    by their growth)."""
+    sections = digest_sections(text)
+    votes: dict[str, float] = {}
+    for name in ("metrics", "logs", "traces"):
+        for rank, line in enumerate(sections[name], start=1):
+            head = line.split(":", 1)[0].split()
+            if level == "pod":
+                entity = head[2] if len(head) > 2 and head[1] == "pod" else ""
+            else:
+                entity = head[0] if head else ""
+            if entity:
+                votes[entity] = votes.get(entity, 0.0) + 1.0 / rank
+    return sorted(votes, key=lambda e: -votes[e])
+
+
+def _digest_rank_rule(level: str):  # type: ignore[no-untyped-def]
+    def rule(items: Sequence[EvalItem]) -> list[str]:
+        return [", ".join(digest_ranking(item.input, level)[:10]) for item in items]
+    return rule
+
+
+def digest_fault(text: str) -> str:
+    """A fault type from the digest's words: a warning event's reason first, else the metric that moved
+    most, else a code exception when error logs grew."""
+    sections = digest_sections(text)
+    for line in sections["events"]:
+        fault = next((f for f, rule in _EVENT_RULES if rule.search(line)), "")
+        if fault:
+            return fault
+    if sections["metrics"]:
+        metric = sections["metrics"][0].split(":", 1)[0].rsplit(" ", 1)[-1]
+        fault = next((f for f, rule in _SPIKE_RULES if rule.search(metric)), "")
+        if fault:
+            return fault
+    return "code_exception" if sections["logs"] else "cpu_hog"
+
+
+def digest_diagnosis_rule(items: Sequence[EvalItem]) -> list[str]:
+    return [digest_fault(item.input) for item in items]
+
+
+def _digest_mc_rule(items: Sequence[EvalItem]) -> list[str]:
+    answers = []
+    for item in items:
+        options = _OPTION.findall(item.input)
+        top = (digest_ranking(item.input, "service") or [""])[0]
+        fault = digest_fault(item.input)
+        best = max(options, key=lambda o: 2 * (o[2] == top) + (o[1] == fault), default=("A", "", ""))
+        answers.append(best[0])
+    return answers
+
+
+def digest_summary_rule(items: Sequence[EvalItem]) -> list[str]:
+    answers = []
+    for item in items:
+        service = (digest_ranking(item.input, "service") or ["unknown"])[0]
+        fault = digest_fault(item.input).replace("_", " ")
+        evidence = next((line for line in item.input.split("\n")[2:] if line.startswith(service)), "")
         answers.append(f"Most likely root cause: {fault} in {service}. {evidence}.")
     return answers
 

@@ -21,17 +21,18 @@ from eval.tasks._core import EvalItem, EvalTask, grouping_scorer, macro_f1_score
 from eval.tasks._data import EvalData
 from experts.sources import balanced, digest
 
-GA_SYSTEMS = ("HDFS", "BGL", "Hadoop")
+GA_SYSTEMS = ("HDFS", "BGL", "Hadoop", "HPC", "Spark", "Thunderbird", "Windows", "Zookeeper")
+LOGHUB = "LogHub structured CSVs (--loghub, or <data>/loghub)"
 LINES_PER_INCIDENT = 300
 """Distinct messages naming an entity kept per incident for `log_ner`."""
 
 
 def log_tasks() -> list[EvalTask]:
     tasks = [
-        EvalTask(name="log_anomaly_bgl", category="log_understanding", source="loghub",
+        EvalTask(name="log_anomaly_bgl", category="log_understanding", source="loghub", ground_truth="real",
                  description="BGL log line -> anomaly or normal (LogHub's alert label)",
                  input_format="one BGL message", metric="macro_f1", build=_anomaly_items, rule=_anomaly_rule,
-                 score=macro_f1_scorer(), max_new_tokens=4),
+                 score=macro_f1_scorer(), max_new_tokens=4, size=200, requires=LOGHUB),
         EvalTask(name="log_ner", category="log_understanding",
                  description="log line -> entities (pod, node, service, ip) as 'kind:value; ...'",
                  input_format="one chaos log message", metric="set_f1", build=_ner_items, rule=_ner_rule,
@@ -40,9 +41,10 @@ def log_tasks() -> list[EvalTask]:
     for system in GA_SYSTEMS:
         tasks.append(EvalTask(
             name=f"log_parsing_ga_{system.lower()}", category="log_understanding", source="loghub",
+            ground_truth="real",
             description=f"held-out {system} lines -> templates; grouping accuracy over the set",
             input_format=f"one {system} message", metric="grouping_accuracy", build=_ga_builder(system),
-            rule=_drain_rule, score=grouping_scorer(), max_new_tokens=48, size=80))
+            rule=_drain_rule, score=grouping_scorer(), max_new_tokens=48, size=200, requires=LOGHUB))
     return tasks
 
 

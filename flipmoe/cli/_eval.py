@@ -27,25 +27,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loc.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     loc.set_defaults(handler=_localization)
 
-    listing = commands.add_parser("list", help="the evaluation tasks: category, metric, size, source",
+    listing = commands.add_parser("list", help="the evaluation tasks: category, metric, size, source, input",
                                   description="List the per-task harness's tasks with their category, metric, "
-                                              "largest held-out size and data source.")
+                                              "largest held-out size, where their references come from (real: "
+                                              "independent labels of real data; chaos: the chaos gym's or a "
+                                              "generator's) and the input every model and the rule read.")
     listing.add_argument("--json", action="store_true", help="one JSON object per task")
     listing.set_defaults(handler=_list)
 
     run = commands.add_parser(
         "run", help="run a task suite for one or more models; write JSON, Markdown and a radar chart",
         description="Every model answers every task of the suite on its held-out items (chaos seeds >= 600000, "
-                    "LogHub lines of the held-out hash split). Writes results.json, predictions.jsonl, "
-                    "results.md and radar.png under --out, and prints the table and the run time.")
+                    "LogHub lines of the held-out hash split, the labelled TVDiag cases and TrainTicket faults), "
+                    "the rule reading the same input as the models. Scores come with bootstrap 95%% intervals, "
+                    "and paired differences (each model against the rule, the bundle against the dense "
+                    "baseline) with theirs. Writes results.json, predictions.jsonl, results.md and radar.png "
+                    "under --out, and prints the table and the run time. Tasks whose data is absent are "
+                    "reported as skipped, with what they need.")
     run.add_argument("--suite", default="all",
-                     help="all, experts, quick, a category, or comma-separated task names (default: all)")
+                     help="all, real, chaos, experts, quick, a category, or comma-separated task names "
+                          "(default: all)")
     run.add_argument("--model", action="append", dest="models", metavar="SPEC",
-                     help="rule | expert:DIR | bundle:DIR | dense:DIR | remote:URL#MODEL (repeatable; default: rule)")
+                     help="rule | toolkit | constant:TEXT | expert:DIR | bundle:DIR | dense:DIR | "
+                          "remote:URL#MODEL (repeatable; default: rule)")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--incidents", type=int, default=20, help="held-out chaos incidents (default: 20)")
-    run.add_argument("--max-items", type=int, default=40, help="items per task at most (default: 40)")
-    run.add_argument("--loghub", help="folder of LogHub structured CSVs (default: the shared data's)")
+    run.add_argument("--max-items", type=int, default=200, help="items per task at most (default: 200)")
+    run.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per task (default: 1000)")
+    run.add_argument("--data", help="root of the real data sets: loghub/, tvdiag/, nezha-trainticket/ "
+                                    "(default: $FLIPMOE_SHARED_DATA, else ../shared/data when present)")
+    run.add_argument("--loghub", help="folder of LogHub structured CSVs (default: <data>/loghub)")
+    run.add_argument("--tvdiag", help="folder of a TVDiag release (default: <data>/tvdiag)")
+    run.add_argument("--nezha", help="root of the Nezha TrainTicket data set (default: <data>/nezha-trainticket)")
     run.add_argument("--contamination", action="store_true",
                      help="also measure each task's overlap with the experts' training data (MinHash)")
     run.add_argument("--prometheus", metavar="URL",
@@ -92,24 +105,30 @@ def _list(args: argparse.Namespace) -> int:
     if args.json:
         for t in every:
             print(json.dumps({"task": t.name, "category": t.category, "metric": t.metric, "size": t.size,
-                              "source": t.source, "input": t.input_format, "description": t.description}))
+                              "ground_truth": t.ground_truth, "source": t.source, "input": t.input_format,
+                              "toolkit": t.toolkit is not None, "description": t.description}))
         return 0
     width = max(len(t.name) for t in every)
     for category, title in CATEGORIES.items():
         members = [t for t in every if t.category == category]
         print(f"{title} ({len(members)})")
         for t in members:
-            print(f"  {t.name:<{width}}  {t.metric:<28} <={t.size:<3} {t.source:<16} {t.description}")
-    print(f"{len(every)} tasks in {len(CATEGORIES)} categories")
+            print(f"  {t.name:<{width}}  {t.ground_truth:<5} {t.metric:<28} <={t.size:<3} {t.source:<16} "
+                  f"{t.description}\n  {'':<{width}}  input: {t.input_format}")
+    real = sum(t.ground_truth == "real" for t in every)
+    print(f"{len(every)} tasks in {len(CATEGORIES)} categories ({real} with real references, "
+          f"{len(every) - real} chaos)")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
     from eval.harness import markdown, run_suite, write_report
     from eval.models import load_model
     from eval.tasks import EvalConfig, EvalData, suite
+    from flipmoe.errors import FlipmoeInputError
 
     if args.prometheus:
         import os
@@ -119,10 +138,18 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[PROMETHEUS_ENV] = args.prometheus
     started = time.perf_counter()
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    if args.resamples < 1:
+        raise FlipmoeInputError(f"--resamples must be at least 1, not {args.resamples}")
+    for flag in ("data", "loghub", "tvdiag", "nezha"):
+        if getattr(args, flag) and not Path(getattr(args, flag)).is_dir():
+            raise FlipmoeInputError(f"--{flag}: no such directory", path=getattr(args, flag))
     tasks = suite(args.suite)
     models = [load_model(spec) for spec in (args.models or ["rule"])]
-    data = EvalData(EvalConfig(incidents=args.incidents, max_items=args.max_items, loghub=args.loghub))
-    run = run_suite(tasks, models, data=data, progress=say)
+    if len({m.name for m in models}) < len(models):
+        raise FlipmoeInputError("the same model is named twice", hint="give each --model once")
+    data = EvalData(EvalConfig(incidents=args.incidents, max_items=args.max_items, data=args.data,
+                               loghub=args.loghub, tvdiag=args.tvdiag, nezha=args.nezha))
+    run = run_suite(tasks, models, data=data, progress=say, resamples=args.resamples)
     if args.contamination:
         from eval.contamination import contamination, training_texts
 
