@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from experts.sources import Sources
 
 BUNDLE_FILE, CARD_JSON, CARD_MD = "bundle.json", "card.json", "CARD.md"
-ROUTER_DIR, EXPERTS_DIR = "router", "experts"
+ROUTER_DIR, EXPERTS_DIR, DETECTORS_DIR = "router", "experts", "detectors"
 BUNDLE_ENV = "FLIPMOE_BUNDLE"
 """Environment variable naming the bundle commands use when none is given."""
 FORMAT = 1
@@ -56,6 +56,8 @@ class BundleConfig:
     """Decoder preset of every expert (`experts.config.MODEL_PRESETS`)."""
     expert_steps: int | None = None
     """Optimizer steps per expert; None keeps each family's default for the preset."""
+    detector_steps: int = 800
+    """Optimizer steps of the metrics expert's value model (`experts.metrics.detector`)."""
     router_requests_per_task: int = 48
     """Held-out requests per task that every expert answers for the oracle labels (half train the router,
     half evaluate it)."""
@@ -231,6 +233,12 @@ def build_bundle(out_dir: str | Path, *, preset: str = "nano", config: BundleCon
     _drop_resume_state(work / EXPERTS_DIR)
     timings["experts_s"] = time.perf_counter() - started
 
+    say("      metrics detector: the value model on the chaos series")
+    t0 = time.perf_counter()
+    detectors = {"metrics": train_metrics_detector(work / DETECTORS_DIR / "metrics", sources=sources,
+                                                   steps=config.detector_steps, preset=config.preset)}
+    timings["detectors_s"] = time.perf_counter() - t0
+
     say("[2/4] held-out requests for the router")
     t0 = time.perf_counter()
     examples = heldout_requests(sources, per_task=config.router_requests_per_task)
@@ -260,6 +268,7 @@ def build_bundle(out_dir: str | Path, *, preset: str = "nano", config: BundleCon
                            "tasks": list(e.config.tasks), "parameters": e.num_parameters()}
                     for name, e in experts.items()},
         "router": ROUTER_DIR,
+        "detectors": detectors,
         "config": asdict(config),
         "data": sources.describe(),
         "commands": {"build": config.command(given), "router": f"flipmoe train router --bundle {given}"},
@@ -299,6 +308,52 @@ def retrain_router(directory: str | Path, *, config: BundleConfig | None = None,
     (directory / CARD_MD).write_text(render_card(card), encoding="utf-8")
     say(f"router retrained: {directory / ROUTER_DIR}")
     return directory / ROUTER_DIR
+
+
+DETECTOR_SYSTEMS = ("webshop", "random", "ticketing")
+"""Chaos systems the metrics detector learns from: every naming scheme and scale of the simulator."""
+
+
+def train_metrics_detector(out: Path, *, sources: Sources, steps: int, preset: str = "nano",
+                           incidents: int = 48) -> dict[str, Any]:
+    """Train the metrics expert's value model on every series of `incidents` chaos training incidents (the
+    training seeds of `sources`, over `DETECTOR_SYSTEMS`) and save it to `out`; its manifest entry."""
+    import dataclasses
+
+    from experts.metrics.corpus import value_series
+    from experts.metrics.detector import MetricsDetector
+
+    data = dataclasses.replace(sources, train_incidents=incidents, systems=DETECTOR_SYSTEMS)
+    series = value_series(data)
+    detector = MetricsDetector.fresh(preset=preset)
+    run = detector.train(series, steps=steps, seed=sources.seed)
+    detector.card = {"model": "value-token causal decoder (experts.metrics.detector)", "preset": preset,
+                     "parameters": detector.parameters, "training": run,
+                     "data": {"chaos_systems": list(DETECTOR_SYSTEMS), "chaos_train_incidents": incidents,
+                              "first_seed": sources.seed}}
+    detector.save(out)
+    return {"path": f"{DETECTORS_DIR}/{out.name}", "parameters": detector.parameters}
+
+
+def add_metrics_detector(directory: str | Path, *, steps: int = BundleConfig().detector_steps) -> Path:
+    """Train the metrics detector into an existing bundle (replacing one it has) and record it in bundle.json."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    entry = train_metrics_detector(directory / DETECTORS_DIR / "metrics", sources=sources_of(manifest),
+                                   steps=steps, preset=str(manifest.get("preset", "nano")))
+    manifest["detectors"] = {**manifest.get("detectors", {}), "metrics": entry}
+    _write_json(directory / BUNDLE_FILE, manifest)
+    return directory / entry["path"]
+
+
+def detector_path(directory: str | Path, modality: str) -> Path:
+    """The checkpoint directory of the bundle's detector for `modality`."""
+    manifest = read_manifest(directory)
+    entry = manifest.get("detectors", {}).get(modality)
+    if not isinstance(entry, dict) or "path" not in entry:
+        raise FlipmoeInputError(f"the bundle has no {modality} detector", path=directory,
+                                hint=f"add one with 'flipmoe train detector --bundle {directory}'")
+    return Path(directory) / str(entry["path"])
 
 
 def sources_of(manifest: Mapping[str, Any]) -> Sources:

@@ -18,6 +18,7 @@ from router.bundle import (
     BUNDLE_ENV,
     BundleConfig,
     build_bundle,
+    detector_path,
     ensure_bundle,
     load_bundle,
     load_expert,
@@ -150,12 +151,13 @@ def test_packaged_bundle_holds_no_machine_paths() -> None:
 @pytest.mark.slow
 def test_reduced_budget_build_runs_the_whole_chain(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The exact rebuild command with tiny budgets: data, experts, oracle labels, router, evaluation, card."""
-    config = BundleConfig(expert_steps=2, router_requests_per_task=4, train_incidents=1, heldout_incidents=1,
-                          max_new_tokens=8)
+    config = BundleConfig(expert_steps=2, detector_steps=2, router_requests_per_task=4, train_incidents=1,
+                          heldout_incidents=1, max_new_tokens=8)
     out = tmp_path / "bundle"
     assert main(shlex.split(config.command(out))[1:] + ["--quiet"]) == 0
     manifest = read_manifest(out)
     assert set(manifest["experts"]) == {"logs", "metrics", "traces", "code"}
+    assert detector_path(out, "metrics").is_dir()
     card = json.loads((out / "card.json").read_text())
     assert card["evaluation"]["task_scores"]["flipmoe"] and card["router"]["requests"] > 0
     assert manifest["commands"]["build"] == config.command(out)

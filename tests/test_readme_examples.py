@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import flipmoe
-from router.bundle import read_manifest
+from router.bundle import detector_path, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGED = Path(flipmoe.__file__).parent / "bundles" / "nano"
@@ -27,6 +27,7 @@ def test_packaged_bundle_is_complete() -> None:
     assert set(manifest["experts"]) == {"logs", "metrics", "traces", "code"}
     for entry in manifest["experts"].values():
         assert (PACKAGED / entry["path"] / "model.safetensors").is_file()
+    assert (detector_path(PACKAGED, "metrics") / "model.safetensors").is_file()
 
 
 def test_readme_has_python_examples() -> None:

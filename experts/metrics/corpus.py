@@ -53,3 +53,14 @@ def corpus(sources: Sources) -> list[str]:
         documents += [render_series(metric, service, values[-POINTS:])
                       for metric, service, values in series[:SERIES_PER_INCIDENT]]
     return documents
+
+
+def value_series(sources: Sources, split: str = "train") -> list[tuple[str, np.ndarray]]:
+    """(metric, values) of every series of the fault-free baselines of the split's chaos incidents, for the
+    value model of `experts.metrics.detector`: it learns what normal series look like, so a fault's change
+    is what it did not expect (series from incident windows would teach it that faults are normal)."""
+    series = []
+    for sample in sources.chaos(split):
+        series += [(metric, np.asarray(values, dtype=np.float64))
+                   for metric, _, values in incident_series(sample.table("metrics", baseline=True))]
+    return series

@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "flipmoe.cli._bundle",
     "flipmoe.cli._chaos",
     "flipmoe.cli._demo",
+    "flipmoe.cli._detect",
     "flipmoe.cli._data",
     "flipmoe.cli._eval",
     "flipmoe.cli._import",

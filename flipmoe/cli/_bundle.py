@@ -22,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Defaults live in BundleConfig (imported only when the command runs, to keep --help fast).
     build.add_argument("--expert-steps", type=int, metavar="N",
                        help="optimizer steps per expert (default: each family's for the preset)")
+    build.add_argument("--detector-steps", type=int, metavar="N",
+                       help="optimizer steps of the metrics detector's value model (default 800)")
     build.add_argument("--router-requests-per-task", type=int, metavar="N",
                        help="held-out requests per task answered by every expert for the router (default 48)")
     build.add_argument("--test-fraction", type=float, metavar="F",
@@ -45,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _build(args: argparse.Namespace) -> int:
     from router.bundle import BundleConfig, build_bundle, cache_dir
 
-    options = {"expert_steps": args.expert_steps, "router_requests_per_task": args.router_requests_per_task,
+    options = {"expert_steps": args.expert_steps, "detector_steps": args.detector_steps,
+               "router_requests_per_task": args.router_requests_per_task,
                "test_fraction": args.test_fraction, "max_new_tokens": args.max_new_tokens,
                "train_incidents": args.train_incidents, "heldout_incidents": args.heldout_incidents}
     config = BundleConfig(preset=args.preset, **{k: v for k, v in options.items() if v is not None})

@@ -106,6 +106,15 @@ def _write(parser: LogParser, files: list[str], out: IO[str]) -> None:
                     out.write(json.dumps({"file": name, **record} if several else record) + "\n")
 
 
+def log_line_batches(name: str, batch_lines: int, max_chars: int) -> Iterator[list[str]]:
+    """The lines of a log file (or '-') in batches, each line without its break and cut to `max_chars`."""
+    with ExitStack() as stack:
+        stream = _stdin() if name == STDIN else stack.enter_context(_open(Path(name)))
+        lines = _lines(stream, name, max_chars)
+        while batch := list(islice(lines, batch_lines)):
+            yield batch
+
+
 def _stdin() -> IO[str]:
     # Decode standard input like the files (UTF-8, bad bytes replaced), whatever the locale says.
     buffer = getattr(sys.stdin, "buffer", None)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from experts.megatron.cli import add_megatron_arguments  # argparse only: neither torch nor megatron
-from router.cli import register_train_router
+from router.cli import register_train_detector, register_train_router
 
 DEFAULT_EXPERTS_DIR = Path("build") / "experts"
 """Where `train tokenizer` and `train expert` write when no --out is given (one folder per expert)."""
@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Train flipmoe's models from data the platform generates or curates.")
     commands = parser.add_subparsers(dest="train_command", metavar="SUBCOMMAND", required=True)
     register_train_router(commands)
+    register_train_detector(commands)
     diagnosis = commands.add_parser(
         "diagnosis", help="fit the learned fault-type diagnosis on chaos-gym incidents",
         description="Simulate chaos-gym incidents of the given systems (fault types round-robin over the 16 of the "
