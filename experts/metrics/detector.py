@@ -141,28 +141,18 @@ class MetricsDetector:
         ids = self.tokenizer.sequence(metric, values[start:chunk_end], centre, spread)
         return Window(ids=ids, start=start, chunk_start=chunk_start, chunk_end=chunk_end)
 
-    def windows(self, metric: str, values: np.ndarray, first: int | None = None) -> list[Window]:
-        first = self.config.tokenizer.min_history if first is None else first
+    def windows(self, metric: str, values: np.ndarray) -> list[Window]:
+        first = self.config.tokenizer.min_history
         return [self.window(metric, values, t) for t in range(first, len(values), self.config.chunk)]
 
     # -- scoring -------------------------------------------------------------------------------------------
 
-    def score_from(self, values: Sequence[float] | np.ndarray, start: int, metric: str = "") -> np.ndarray:
-        """Scores of the samples from `start` on, the first chunk forecast from the samples before `start` (an
-        episode judged against what came before it); empty when fewer than 2 samples come before it."""
-        series = np.asarray(values, dtype=np.float64)
-        if start < 2 or start >= len(series):
-            return np.zeros(0)
-        return self.score(series, metric, first=start)[start:]
-
     @torch.no_grad()
-    def score(self, values: Sequence[float] | np.ndarray, metric: str = "", *, batch: int = 64,
-              first: int | None = None) -> np.ndarray:
-        """One score in [0, 1] per sample; sample t is judged from samples before it (and scaled by them).
-        Chunks start at `first` (default `min_history`); samples before it score 0."""
+    def score(self, values: Sequence[float] | np.ndarray, metric: str = "", *, batch: int = 64) -> np.ndarray:
+        """One score in [0, 1] per sample; sample t is judged from samples before it (and scaled by them)."""
         series = np.asarray(values, dtype=np.float64)
         scores = np.zeros(len(series), dtype=np.float64)
-        windows = self.windows(metric, series, first)
+        windows = self.windows(metric, series)
         self.model.eval()
         for first in range(0, len(windows), batch):
             group = windows[first:first + batch]
