@@ -122,10 +122,12 @@ class Expert:
 
     def generate_batch(self, prompts: Sequence[str], *, task: str | None = None, max_new_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0, top_p: float = 1.0,
-                       seed: int | None = None) -> list[Generation]:
-        """Answer several prompts in one padded batch (left padding, so every row decodes from its end)."""
+                       seed: int | None = None, constraint: Constraint | None = None) -> list[Generation]:
+        """Answer several prompts in one padded batch (left padding, so every row decodes from its end);
+        with `constraint`, every row's answer follows it (one grammar state per row)."""
+        processors = [constraint.logits_processor(self.tokenizer)] if constraint is not None else []
         return self._generate(list(prompts), task=task, max_new_tokens=max_new_tokens, stop=stop,
-                              temperature=temperature, top_p=top_p, processors=[], seed=seed)
+                              temperature=temperature, top_p=top_p, processors=processors, seed=seed)
 
     def stream(self, prompt: str, *, task: str | None = None, max_new_tokens: int = 64, stop: Sequence[str] = (),
                temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:

@@ -160,11 +160,11 @@ class RemoteExpert:
 
     def generate_batch(self, prompts: Sequence[str], *, task: str | None = None, max_new_tokens: int = 64,
                        stop: Sequence[str] = (), temperature: float = 0.0, top_p: float = 1.0,
-                       seed: int | None = None) -> list[Generation]:
+                       seed: int | None = None, constraint: Constraint | None = None) -> list[Generation]:
         """Answer several prompts; requests run concurrently (the server batches them), answers keep their order."""
         def one(prompt: str) -> Generation:
             return self.generate(prompt, task=task, max_new_tokens=max_new_tokens, stop=stop,
-                                 temperature=temperature, top_p=top_p, seed=seed)
+                                 temperature=temperature, top_p=top_p, seed=seed, constraint=constraint)
 
         if len(prompts) <= 1:
             return [one(p) for p in prompts]

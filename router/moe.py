@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from experts.interface import Constraint
 from flipmoe.errors import FlipmoeInputError
 
 
@@ -100,19 +101,21 @@ class FlipMoE:
 
     def generate(self, prompt: str, task: str | None = None, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 ensemble: bool = True) -> RoutedGeneration:
-        """Answer one request; `task` (e.g. "log_template") formats the prompt and informs the router."""
+                 ensemble: bool = True, constraint: Constraint | None = None) -> RoutedGeneration:
+        """Answer one request; `task` (e.g. "log_template") formats the prompt and informs the router; with
+        `constraint` the answer follows a grammar (each expert applies it over its own tokenizer)."""
         return self.generate_batch([prompt], [task], max_new_tokens=max_new_tokens, stop=stop,
-                                   temperature=temperature, top_p=top_p, seed=seed, ensemble=ensemble)[0]
+                                   temperature=temperature, top_p=top_p, seed=seed, ensemble=ensemble,
+                                   constraint=constraint)[0]
 
     def generate_batch(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None, *,
                        max_new_tokens: int = 64, stop: Sequence[str] = (), temperature: float = 0.0,
                        top_p: float = 1.0, seed: int | None = None, ensemble: bool = True,
-                       ) -> list[RoutedGeneration]:
+                       constraint: Constraint | None = None) -> list[RoutedGeneration]:
         """Answer many requests: route them all, then one batched call per (expert, task)."""
         def ask(name: str, batch: list[str], task: str | None, scored: list[bool]) -> list[ExpertAnswer]:
             return answer_batch(self.experts[name], batch, task=task, scored=scored, max_new_tokens=max_new_tokens,
-                                stop=stop, temperature=temperature, top_p=top_p, seed=seed)
+                                stop=stop, temperature=temperature, top_p=top_p, seed=seed, constraint=constraint)
 
         return route_and_answer(self.router, prompts, tasks, available=self.experts, ask=ask, ensemble=ensemble)
 
@@ -182,14 +185,15 @@ def experts_to_ask(decision: Any, available: Collection[str], *, ensemble: bool 
 
 def answer_batch(expert: Any, prompts: Sequence[str], *, task: str | None, scored: Sequence[bool],
                  max_new_tokens: int = 64, stop: Sequence[str] = (), temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None) -> list[ExpertAnswer]:
+                 seed: int | None = None, constraint: Constraint | None = None) -> list[ExpertAnswer]:
     """One expert's answers to a batch in one call; the answers marked in `scored` are scored by likelihood."""
     from router.oracle import fit_prompt, nll_per_byte
 
     # Each expert's context must hold the prompt and the answer.
     fitted = [fit_prompt(expert, prompt, task=task, max_new_tokens=max_new_tokens) for prompt in prompts]
+    options: dict[str, Any] = {"constraint": constraint} if constraint is not None else {}
     outs = expert.generate_batch(fitted, task=task, max_new_tokens=max_new_tokens, stop=stop,
-                                 temperature=temperature, top_p=top_p, seed=seed)
+                                 temperature=temperature, top_p=top_p, seed=seed, **options)
     return [ExpertAnswer(out, nll_per_byte(expert, prompt, out.text, task=task) if score else None)
             for prompt, out, score in zip(fitted, outs, scored, strict=True)]
 

@@ -379,17 +379,21 @@ def test_explorer_driven_by_a_remote_openai_compatible_model(corpus, openai_serv
     assert report.root_causes[0].service == "cartservice"
 
 
-@pytest.mark.parametrize(("answer", "kept"), [
-    ("currencyservice started logging TypeError errors.", True),
-    ("The cause is paymentgateway-7 in service quantum-flux.", False),
+@pytest.mark.parametrize(("answer", "kept", "why"), [
+    ("currencyservice started logging TypeError errors.", True, ""),
+    ("The cause is paymentgateway-7 in service quantum-flux.", False, "quantum-flux"),
+    ("FATAL", False, "not a sentence"),  # the stray word the nano model used to append
+    ("currencyservice: errors rose from 98765 to 98766 lines.", False, "the number 98765 is not in the findings"),
 ])
-def test_model_sentences_pass_the_guardrails_or_are_dropped(reports, monkeypatch, tmp_path, answer, kept):
+def test_model_sentences_pass_the_guardrails_or_are_dropped(reports, monkeypatch, tmp_path, answer, kept, why):
     from director.actors import writing
     from director.actors.base import RunSettings
+    from experts.constrained import GrammarConstraint
 
     class FakeMoE:
         def generate(self, prompt, task=None, **kwargs):
             assert task == "log_change_summary" and prompt.startswith("service currencyservice:")
+            assert isinstance(kwargs["constraint"], GrammarConstraint)  # decoded under the findings' grammar
             return type("Answer", (), {"text": answer, "expert": "logs"})()
 
     monkeypatch.setattr(writing, "_load_model", lambda bundle: FakeMoE())
@@ -397,9 +401,33 @@ def test_model_sentences_pass_the_guardrails_or_are_dropped(reports, monkeypatch
     incident, _ = reports["inc-12"]
     report = Director(LocalExecutor(), settings=RunSettings(bundle=tmp_path)).analyse(incident)
     assert (answer in report.summary) is kept
-    if not kept:
-        assert "quantum-flux" not in report.summary
-        assert any(d.kind == "guardrail" and "quantum-flux" in d.detail for d in report.runbook.decisions)
+    if not kept:  # dropped whole, never appended, and the reason recorded
+        assert not report.summary.endswith(answer)
+        assert any(d.kind == "guardrail" and why in d.detail for d in report.runbook.decisions)
+
+
+def test_the_change_grammar_admits_only_sentences_true_of_the_findings() -> None:
+    """An untrained expert decoding under the grammar still writes one of the true sentences, whatever it is."""
+    from tiny_experts import tiny_expert
+
+    from director.actors.writing import change_grammar, ungrounded
+    from experts.constrained import GrammarConstraint
+
+    rows = [(2, 40, "ERROR", "timeout calling <*>"), (0, 12, "WARN", 'retry "quoted" <*>'), (30, 0, "INFO", "ok")]
+    grammar = GrammarConstraint(change_grammar("cart", rows))
+    clauses = ["ERROR 'timeout calling <*>' rose from 2 to 40 lines",
+               "WARN 'retry \"quoted\" <*>' appeared (12 lines, none before)", "INFO 'ok' stopped (30 lines before)"]
+    expert = tiny_expert("logs")
+    for seed in range(4):
+        text = expert.generate("service cart: log lines", max_new_tokens=200, constraint=grammar, temperature=1.0,
+                               seed=seed).text
+        head, _, rest = text.partition(": ")
+        if text.startswith("No notable change"):
+            assert text == "No notable change in the logs of cart."
+            continue
+        assert head == "cart" and rest.endswith(".") and all(part in clauses for part in rest[:-1].split("; "))
+        findings = "\n".join(f"{b} {d} {level} {t}" for b, d, level, t in rows)
+        assert ungrounded(text, findings) == ""
 
 
 def test_an_expert_whose_context_cannot_hold_the_briefing_does_not_explore(incident):

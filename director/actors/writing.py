@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -108,18 +110,23 @@ _SUMMARY_TOKENS = 64
 
 
 def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tuple[str, str, str, str]:
-    """(sentence, source, guardrail note, failure): FlipMoE's log-change sentence for the suspect, without
-    the sentences that name things the incident does not have."""
+    """(sentence, source, guardrail note, failure): FlipMoE's log-change sentence for the suspect.
+
+    The sentence is decoded under a grammar made from the findings the model is shown (`change_grammar`), so
+    it can only name the suspect's service and the rows of its table with their own counts; it is checked
+    again afterwards (`ungrounded`: every number, time and name must come from the findings, and it must be a
+    sentence). An answer that fails is dropped whole and recorded, never appended."""
     report = logs.report
     assert report is not None
     rows = [f for f in report.findings if f.service == top.service and f.evidence.template_id is not None][:6]
     if not rows:
         return "", "template", "", ""
+    table = [(int(f.evidence.count_before), int(f.evidence.count_during), str(f.level), str(f.evidence.template))
+             for f in rows]
     # Names and templates are telemetry: lines that could steer the model are redacted before it reads them.
     prompt = neutralise("\n".join([
         f"service {top.service}: log lines in the {round(report.minutes_during)} min before and during the incident",
-        "before during level template",
-        *(f"{int(f.evidence.count_before)} {f.evidence.count_during} {f.level} {f.evidence.template}" for f in rows)]))
+        "before during level template", *(f"{b} {d} {level} {template}" for b, d, level, template in table)]))
     try:
         from router.bundle import context_shortfall
 
@@ -128,27 +135,61 @@ def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tupl
         if too_small:  # a truncated prompt gives a stray word, not a sentence
             return "", "template", "", f"FlipMoE was not asked: {too_small}"
         model = _load_model(str(ctx.settings.bundle))
-        from director.agents.guardrails import IncidentVocabulary, guarded_generate
+        from director.agents.guardrails import IncidentVocabulary, check
+        from experts.constrained import GrammarConstraint
 
         vocabulary = ctx.cached("vocabulary", lambda: IncidentVocabulary.from_incident(
             ctx.incident, log_templates=list(report.templates.values())))
-        expert: list[str] = []
-
-        def generate(text: str) -> str:
-            answer = model.generate(text, task="log_change_summary", max_new_tokens=_SUMMARY_TOKENS)
-            expert.append(answer.expert)
-            return str(answer.text)
-
-        result = guarded_generate(generate, prompt, vocabulary, retries=1)
+        answer = model.generate(prompt, task="log_change_summary", max_new_tokens=_SUMMARY_TOKENS,
+                                constraint=GrammarConstraint(change_grammar(top.service, table)))
     except Exception as err:  # the model is optional: the template summary stands without it
         log.warning("model summary failed: %s", err)
         return "", "template", "", f"FlipMoE could not be used: {type(err).__name__}: {err}"
-    text = result.cleaned_text.strip()
-    note = ""
-    if not result.ok:
-        names = ", ".join(sorted({e.text for e in result.unknown_entities}))
-        note = f"dropped the model's sentences that name {names}: not in the incident"
-    return text, (f"flipmoe:{expert[-1] if expert else '?'}" if text else "template"), note, ""
+    text = " ".join(str(answer.text).split())
+    problem = ungrounded(text, prompt)
+    if not problem:
+        unknown = check(text, vocabulary).unknown_entities
+        if unknown:
+            problem = f"it names {', '.join(sorted({e.text for e in unknown}))}, not in the incident"
+    if problem:
+        return "", "template", f"dropped the model's sentence {text[:80]!r}: {problem}", ""
+    return text, f"flipmoe:{answer.expert}", "", ""
+
+
+def change_grammar(service: str, rows: list[tuple[int, int, str, str]]) -> str:
+    """A Lark grammar of the log-change sentences true of `rows` (before, during, level, template): the
+    service, then one or two of the rows, each with the clause its own counts make, or no change at all."""
+    clauses = []
+    for before, during, level, template in rows:
+        if before == 0:
+            clause = f"appeared ({during} lines, none before)"
+        elif during == 0:
+            clause = f"stopped ({before} lines before)"
+        else:
+            clause = f"{'rose' if during > before else 'fell'} from {before} to {during} lines"
+        clauses.append(json.dumps(f"{level} '{template}' {clause}"))
+    name = json.dumps(service)
+    return "\n".join([f'start: {name} ": " change ("; " change)? "." | "No notable change in the logs of " {name} "."',
+                      "change: " + " | ".join(clauses)])
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_CLOCK = re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b")
+
+
+def ungrounded(text: str, findings: str) -> str:
+    """Why `text` is not a grounded sentence about `findings` ("" when it is): it must be a sentence (at least
+    four words, ending with a full stop), and every time and number it states must occur in the findings."""
+    if len(text.split()) < 4 or not text.endswith("."):
+        return "not a sentence"
+    for clock in _CLOCK.findall(text):
+        if clock not in findings:
+            return f"the time {clock} is not in the findings"
+    known = set(_NUMBER.findall(findings))
+    for number in _NUMBER.findall(_CLOCK.sub(" ", text)):
+        if number not in known:
+            return f"the number {number} is not in the findings"
+    return ""
 
 
 # ------------------------------------------------------------------------------------------ queries
