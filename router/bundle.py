@@ -335,12 +335,17 @@ def train_metrics_detector(out: Path, *, sources: Sources, steps: int, preset: s
     return {"path": f"{DETECTORS_DIR}/{out.name}", "parameters": detector.parameters}
 
 
-def add_metrics_detector(directory: str | Path, *, steps: int = BundleConfig().detector_steps) -> Path:
+def add_metrics_detector(directory: str | Path, *, steps: int = BundleConfig().detector_steps,
+                         incidents: int = 48) -> Path:
     """Train the metrics detector into an existing bundle (replacing one it has) and record it in bundle.json."""
+    from experts.config import MODEL_PRESETS
+
     directory = Path(directory)
     manifest = read_manifest(directory)
+    preset = str(manifest.get("preset", "nano"))
     entry = train_metrics_detector(directory / DETECTORS_DIR / "metrics", sources=sources_of(manifest),
-                                   steps=steps, preset=str(manifest.get("preset", "nano")))
+                                   steps=steps, preset=preset if preset in MODEL_PRESETS else "nano",
+                                   incidents=incidents)
     manifest["detectors"] = {**manifest.get("detectors", {}), "metrics": entry}
     _write_json(directory / BUNDLE_FILE, manifest)
     return directory / entry["path"]

@@ -51,7 +51,9 @@ def register_train_detector(commands: argparse._SubParsersAction) -> None:
                     "(webshop, random, ticketing), and record it in the bundle (DIR/detectors/metrics).")
     parser.add_argument("--bundle", metavar="DIR", help="the bundle (default: $FLIPMOE_BUNDLE, the packaged or the "
                                                         "cached nano bundle)")
-    parser.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default: the bundle config's)")
+    parser.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default 800)")
+    parser.add_argument("--incidents", type=int, default=48, metavar="N",
+                        help="chaos training incidents whose fault-free baselines it learns from (default 48)")
     parser.set_defaults(handler=train_detector_command)
 
 
@@ -63,8 +65,10 @@ def train_detector_command(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise FlipmoeInputError(f"--steps must be at least 1, got {args.steps}")
+    if args.incidents < 1:
+        raise FlipmoeInputError(f"--incidents must be at least 1, got {args.incidents}")
     bundle = ensure_bundle(args.bundle)
-    path = add_metrics_detector(bundle, steps=args.steps or BundleConfig().detector_steps)
+    path = add_metrics_detector(bundle, steps=args.steps or BundleConfig().detector_steps, incidents=args.incidents)
     run = json.loads((path / "card.json").read_text(encoding="utf-8"))["training"]
     print(f"wrote {path}: {run['steps']} steps on {run['series']} series, loss {run['first_loss']} -> "
           f"{run['final_loss']} in {run['seconds']} s")

@@ -200,3 +200,17 @@ def test_context_shortfall_reads_config_and_tokenizer_only() -> None:
     reason = context_shortfall(bundle, "ERROR db refused " * 200, new_tokens=64, task="log_change_summary")
     assert reason is not None and "logs expert reads 128 tokens" in reason
     assert "no expert of the bundle answers" in (context_shortfall(bundle, "x", new_tokens=1, task="poetry") or "")
+
+
+def test_train_detector_command_adds_a_metrics_detector_to_a_bundle(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    router = fit_router(records(40), EXPERTS, config=RouterTrainConfig(c_grid=(3.0,), folds=2))
+    bundle = write_bundle(tmp_path / "bundle", tiny_experts(), router)
+    with pytest.raises(FlipmoeInputError, match="no metrics detector"):
+        detector_path(bundle, "metrics")
+    assert main(["train", "detector", "--bundle", str(bundle), "--steps", "2", "--incidents", "1"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    from experts.metrics.detector import MetricsDetector
+
+    detector = MetricsDetector.load(detector_path(bundle, "metrics"))
+    assert detector.card["training"]["steps"] == 2 and read_manifest(bundle)["experts"]  # experts kept
+    assert main(["train", "detector", "--bundle", str(bundle), "--steps", "0"]) == 2
