@@ -34,10 +34,14 @@ class DenseConfig:
     """Deepest decoder tried."""
     seed: int = 0
     """Seed of the tokenizer sampling, initialisation and data order."""
+    steps: int | None = None
+    """Optimizer steps; None: as many as match the experts' training compute (the card records the share)."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 300 or not self.widths or min(self.widths) % 32 or self.max_layers < 1:
             raise FlipmoeInputError("dense baseline needs vocab_size >= 300, widths divisible by 32, max_layers >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise FlipmoeInputError(f"dense baseline steps must be at least 1, not {self.steps}")
 
 
 def dense_shape(target_parameters: int, *, vocab_size: int, config: DenseConfig, template: Any) -> Any:
@@ -76,6 +80,15 @@ def build_dense_baseline(experts: Mapping[str, Any], out_dir: str | Path, *, sou
 
     say = say or (lambda line: None)
     started = time.perf_counter()
+    if not experts:
+        raise FlipmoeInputError("dense baseline: no experts to match")
+    untrained = sorted(name for name, e in experts.items()
+                       if not isinstance(getattr(e, "card", None), Mapping)
+                       or not e.card.get("training", {}).get("tokens_seen"))
+    if untrained:
+        raise FlipmoeInputError(f"dense baseline: expert(s) {', '.join(untrained)} have no training card "
+                                "(card.json with training.tokens_seen), so their compute is unknown",
+                                hint="match a bundle of trained local experts")
     sources = sources or Sources()
     first = next(iter(experts.values()))
     families = [e.config.family for e in experts.values()]
@@ -129,19 +142,21 @@ def build_dense_baseline(experts: Mapping[str, Any], out_dir: str | Path, *, sou
                        pad_id=tokenizer.pad_id, max_len=seq_len, progress=progress)
 
     # The batch plan is fixed in advance, so the tokens a run will see are known before it starts: adjust
-    # the step count until they match the experts' compute.
-    steps = max(1, round(target_tokens / _tokens_per_step(preset, pretrain, tasks)))
+    # the step count until they match the experts' compute (unless the config fixes it).
+    steps = config.steps or max(1, round(target_tokens / _tokens_per_step(preset, pretrain, tasks)))
     run = trainer(steps)
-    for _ in range(4):
+    for _ in range(0 if config.steps else 4):
         planned = _planned_tokens(run, pretrain, tasks, max_len=seq_len)
         better = max(1, round(steps * target_tokens / max(planned, 1)))
         if better == steps:
             break
         steps, run = better, trainer(better)
     dense.config = replace(dense.config, train=run.config)
+    budget = (f"{steps} steps, fixed (the experts' 6ND = {expert_flops:.3g} FLOPs would take "
+              f"~{target_tokens:,.0f} tokens)" if config.steps else
+              f"{steps} steps for ~{target_tokens:,.0f} tokens (6ND = {expert_flops:.3g} FLOPs, as the experts)")
     say(f"dense: {model.hidden_size} wide, {model.num_layers} layers, {dense_params:,} parameters (experts: "
-        f"{target_parameters:,}), peak lr {lr:.2g}, {steps} steps for "
-        f"~{target_tokens:,.0f} tokens (6ND = {expert_flops:.3g} FLOPs, as the experts)")
+        f"{target_parameters:,}), peak lr {lr:.2g}, {budget}")
     result = run.fit()
     # transformers wraps `to` in functools.wraps, which typeshed types as an unbound callable.
     dense.model.to("cpu").eval()  # type: ignore[arg-type]

@@ -6,9 +6,9 @@ with the task's metric; `write_report(run, out_dir)` writes
 - `results.json`: per task and model, every figure, its bootstrap 95% interval, item count, seconds
   and failures; the task's ground truth (real / chaos), input, and chance level (the best input-blind
   answer's score); paired differences with their intervals (every model against the rule, the bundle
-  against the dense baseline); per category and model the mean of its tasks' main figures with its
-  interval; the data config; contamination per task when checked; for a routed bundle, which expert
-  answered how many requests of each task;
+  against the dense baseline), per task and on the mean over tasks (all, real, chaos); per category and
+  model the mean of its tasks' main figures with its interval; the data config; contamination per task
+  when checked; for a routed bundle, which expert answered how many requests of each task;
 - `predictions.jsonl`: one line per (task, model, item): id, prediction, references;
 - `results.md`: the table by task and the table by category, models side by side with their intervals,
   and the paired differences;
@@ -95,6 +95,11 @@ class SuiteRun:
         runs = [t for t in self.tasks if not t.skipped and ground_truth in (None, t.ground_truth)]
         return {m: _mean_interval(runs, m) for m in self.models} if runs else {}
 
+    def overall_differences(self, ground_truth: str | None = None) -> list[dict[str, Any]]:
+        """The paired comparisons on the mean main figure over the scored tasks (of one ground truth, or all)."""
+        runs = [t for t in self.tasks if not t.skipped and ground_truth in (None, t.ground_truth)]
+        return [_mean_difference(runs, a, b) for a, b in comparisons(self.models)] if runs else []
+
     def to_json(self) -> dict[str, Any]:
         def interval_json(i: stats.Interval) -> dict[str, Any]:
             return {"score": round(i.value, 4), "interval": i.to_json()}
@@ -106,6 +111,8 @@ class SuiteRun:
                                for c, by_model in self.category_intervals().items()},
                 "mean": {scope or "all": {m: interval_json(i) for m, i in self.overall(scope).items()}
                          for scope in (None, "real", "chaos")},
+                "mean_differences": {scope or "all": self.overall_differences(scope)
+                                     for scope in (None, "real", "chaos")},
                 "contamination": self.contamination, "routing": self.routing}
 
 
@@ -183,6 +190,13 @@ def _mean_interval(runs: Sequence[TaskRun], model: str) -> stats.Interval:
     return stats.interval(value, np.mean([t.resampled[model] for t in runs], axis=0))
 
 
+def _mean_difference(runs: Sequence[TaskRun], a: str, b: str) -> dict[str, Any]:
+    """a - b on the mean main figure over `runs`, its interval from the paired resamples of every task."""
+    value = sum(t.figures[a]["score"] - t.figures[b]["score"] for t in runs) / len(runs)
+    spread = stats.interval(value, np.mean([t.resampled[a] - t.resampled[b] for t in runs], axis=0))
+    return {"a": a, "b": b, "difference": round(value, 4), "interval": spread.to_json()}
+
+
 def _seed(name: str) -> int:
     """A per-task seed that does not depend on the process (unlike `hash`)."""
     return zlib.crc32(name.encode("utf-8"))
@@ -215,13 +229,16 @@ def markdown(run: SuiteRun) -> str:
              "of real data; chaos = the chaos gym's or a generator's ground truth. chance: the best score of one "
              "answer given to every item.", "", header, rule, *rows, "",
              "## By category", "", cat_header, cat_rule, *cat_rows]
-    differences = [(t, d) for t in run.tasks if not t.skipped for d in t.differences]
+    differences = [(t.task, d) for t in run.tasks if not t.skipped for d in t.differences]
+    differences += [(title, d) for scope, title in ((None, "**mean over tasks**"), ("real", "mean over real tasks"),
+                                                    ("chaos", "mean over chaos tasks"))
+                    for d in run.overall_differences(scope)]
     if differences:
         lines += ["", "## Paired differences (a - b, same items, bootstrap 95% interval)", "",
                   "| task | a | b | a - b | interval | |", "|---|---|---|---|---|---|"]
-        lines += [f"| {t.task} | {d['a']} | {d['b']} | {d['difference']:+.3f} | "
+        lines += [f"| {task} | {d['a']} | {d['b']} | {d['difference']:+.3f} | "
                   f"[{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}] | "
-                  f"{'' if d['interval'][0] <= 0 <= d['interval'][1] else 'differs'} |" for t, d in differences]
+                  f"{'' if d['interval'][0] <= 0 <= d['interval'][1] else 'differs'} |" for task, d in differences]
     lines += ["", f"Harness run time: {run.seconds:.1f} s."]
     failed = {m: sum(t.failures.get(m, 0) for t in run.tasks) for m in run.models}
     if any(failed.values()):

@@ -211,5 +211,10 @@ def test_generative_models_answer_through_one_interface(tmp_path: Path, openai_s
     assert set(figures) == {m.name for m in models} and all(f["score"] >= 0.0 for f in figures.values())
     assert all(n == 0 for n in run.tasks[0].failures.values())
     assert sum(models[0].routed["db_error_cause"].values()) == len(items)  # type: ignore[attr-defined]
+    means = {(d["a"], d["b"]): d for d in run.overall_differences()}
+    assert ("bundle:bundle", "dense") in means and ("bundle:bundle", "rule") not in means  # no rule in this run
+    mean = means[("bundle:bundle", "dense")]
+    assert mean["interval"][0] <= mean["difference"] <= mean["interval"][1]
+    assert run.to_json()["mean_differences"]["all"] == run.overall_differences()
     answers = [p["prediction"] for p in run.predictions if p["model"] == f"remote:{DEFAULT_MODEL}"]
     assert answers == ["timeout"] * len(items)

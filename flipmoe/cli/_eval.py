@@ -67,6 +67,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     run.set_defaults(handler=_run)
 
+    dense = commands.add_parser(
+        "dense", help="train the dense baseline of a bundle (one decoder as large as its experts together)",
+        description="Train one decoder with as many parameters as the bundle's experts together, one tokenizer "
+                    "on the union of their corpora, on the union of their data (the data the bundle was built "
+                    "from), for the experts' training compute (6ND) unless --steps fixes the step count. The "
+                    "result is an expert checkpoint named 'dense': evaluate it with 'flipmoe eval run --model "
+                    "dense:DIR'. Its card.json records the parameters and the share of the experts' FLOPs.")
+    dense.add_argument("--bundle", required=True, help="the bundle whose local experts it is matched to")
+    dense.add_argument("--out", required=True, help="directory the checkpoint is written to")
+    dense.add_argument("--steps", type=int,
+                       help="optimizer steps (default: as many as match the experts' compute; on two CPU cores "
+                            "that is hours for the nano bundle)")
+    dense.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
+    dense.set_defaults(handler=_dense)
+
 
 def _localization(args: argparse.Namespace) -> int:
     from director.actors.base import RunSettings
@@ -160,4 +175,33 @@ def _run(args: argparse.Namespace) -> int:
     paths = write_report(run, args.out)
     print(markdown(run))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _dense(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from eval.dense_baseline import DenseConfig, build_dense_baseline
+    from experts.expert import Expert
+    from flipmoe.errors import FlipmoeInputError
+    from router import bundle as bundles
+
+    if args.steps is not None and args.steps < 1:
+        raise FlipmoeInputError(f"--steps must be at least 1, not {args.steps}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FlipmoeInputError("--out is a file, not a directory", path=out)
+    manifest = bundles.read_manifest(args.bundle)
+    experts = bundles.load_experts(args.bundle)
+    remote = sorted(name for name, e in experts.items() if not isinstance(e, Expert))
+    if remote:
+        raise FlipmoeInputError(f"the bundle's expert(s) {', '.join(remote)} are remote: a dense baseline is "
+                                "matched to local checkpoints only", path=args.bundle)
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    dense = build_dense_baseline(experts, out, sources=bundles.sources_of(manifest),
+                                 config=DenseConfig(steps=args.steps), progress=not args.quiet, say=say)
+    training = dense.card["training"]
+    print(f"wrote {out}: {dense.card['parameters']:,} parameters (experts: "
+          f"{dense.card['matched_to']['parameters']:,}), {training['steps']} steps, {training['tokens_seen']:,} "
+          f"tokens, {training['flops_vs_experts']:.2f}x the experts' FLOPs, final loss {training['final_loss']}")
     return 0
