@@ -269,14 +269,14 @@ _OPTION = re.compile(r"^([ABCD])\) (\S+) in (\S+)$", re.MULTILINE)
 
 
 def _mc_rule(items: Sequence[EvalItem]) -> list[str]:
-    answers = []
-    for item in items:
-        options = _OPTION.findall(item.input)
-        top = (_ranking(item.payload, "service") or [""])[0]
-        fault = _diagnosed(item.payload)
-        best = max(options, key=lambda o: 2 * (o[2] == top) + (o[1] == fault), default=("A", "", ""))
-        answers.append(best[0])
-    return answers
+    return [_best_option(item.input, (_ranking(item.payload, "service") or [""])[0], _diagnosed(item.payload))
+            for item in items]
+
+
+def _best_option(question: str, top: str, fault: str) -> str:
+    """The option naming the top suspect (and, better, also the diagnosed fault type); A when none does."""
+    options = _OPTION.findall(question)
+    return max(options, key=lambda o: 2 * (o[2] == top) + (o[1] == fault), default=("A", "", ""))[0]
 
 
 def _summary_items(data: EvalData) -> list[EvalItem]:
@@ -372,14 +372,8 @@ def digest_diagnosis_rule(items: Sequence[EvalItem]) -> list[str]:
 
 
 def _digest_mc_rule(items: Sequence[EvalItem]) -> list[str]:
-    answers = []
-    for item in items:
-        options = _OPTION.findall(item.input)
-        top = (digest_ranking(item.input, "service") or [""])[0]
-        fault = digest_fault(item.input)
-        best = max(options, key=lambda o: 2 * (o[2] == top) + (o[1] == fault), default=("A", "", ""))
-        answers.append(best[0])
-    return answers
+    return [_best_option(item.input, (digest_ranking(item.input, "service") or [""])[0], digest_fault(item.input))
+            for item in items]
 
 
 def digest_summary_rule(items: Sequence[EvalItem]) -> list[str]:
