@@ -6,8 +6,8 @@ Gaussian; every method through `flipmoe.cli._detect.metric_scores`, the function
   baseline and incident window joined; samples from the injection on are anomalous;
 - TrainTicket day (../shared/data, when present; a system the detector never trained on): the
   `CpuUsageRate(%)` series of the pod of each `cpu_contention` fault (the fine-grained label of
-  `root_cause_ts.json`), the whole day at one sample a minute; the injection minute and the three after it
-  are anomalous.
+  `root_cause_ts.json`), the whole day at one sample a minute; samples from the injection's minute to
+  3 minutes after the injection are anomalous (3 or 4 per fault, by the injection's second).
 Logs (`flipmoe detect logs`: the logs expert vs template novelty, through `log_scorer`):
 - BGL_2k (../shared/data): LogHub's per-line alert labels. The bundle's logs expert pretrained on the
   lines of LogHub's training split (unlabelled), which holds most of BGL_2k, so the figure is also given

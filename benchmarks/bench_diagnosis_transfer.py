@@ -9,8 +9,9 @@ present. Per real system, fault-type accuracy and macro-F1 of:
 - leave-one-system-out: fitted (`eval.train_diagnosis.fit_diagnosis_model`) on chaos and the other real
   systems, tested on the held-out one — the figure that counts for systems nobody here has seen;
 - chaos only, refitted on this run's chaos incidents;
-- 5-fold within the system (stratified; types with fewer than 5 cases left out): how much the features
-  say when the system's own labelled incidents are there to learn from.
+- 5-fold within the system (stratified; a standardised logistic regression, not the shipped fit; types
+  with fewer than 5 cases left out, so n is a little smaller): how much the features say when the
+  system's own labelled incidents are there to learn from.
 
     python benchmarks/bench_diagnosis_transfer.py [--chaos-per-system 48] [--keep DIR]
 """

@@ -354,11 +354,16 @@ def add_metrics_detector(directory: str | Path, *, steps: int = BundleConfig().d
 def detector_path(directory: str | Path, modality: str) -> Path:
     """The checkpoint directory of the bundle's detector for `modality`."""
     manifest = read_manifest(directory)
-    entry = manifest.get("detectors", {}).get(modality)
+    detectors = manifest.get("detectors")
+    entry = detectors.get(modality) if isinstance(detectors, dict) else None
     if not isinstance(entry, dict) or "path" not in entry:
         raise FlipmoeInputError(f"the bundle has no {modality} detector", path=directory,
                                 hint=f"add one with 'flipmoe train detector --bundle {directory}'")
-    return Path(directory) / str(entry["path"])
+    root = Path(directory).resolve()
+    path = (root / str(entry["path"])).resolve()
+    if not path.is_relative_to(root):
+        raise FlipmoeInputError(f"bundle.json puts the {modality} detector outside the bundle", path=directory)
+    return path
 
 
 def sources_of(manifest: Mapping[str, Any]) -> Sources:

@@ -49,8 +49,8 @@ def register_train_detector(commands: argparse._SubParsersAction) -> None:
         description="Train the value-token model that 'flipmoe detect metrics' and the analysis use to score "
                     "how surprising a metric sample is, on every series of 48 chaos training incidents "
                     "(webshop, random, ticketing), and record it in the bundle (DIR/detectors/metrics).")
-    parser.add_argument("--bundle", metavar="DIR", help="the bundle (default: $FLIPMOE_BUNDLE, the packaged or the "
-                                                        "cached nano bundle)")
+    parser.add_argument("--bundle", metavar="DIR", required=True,
+                        help="the bundle to add it to (named explicitly: the packaged one is part of the installation)")
     parser.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default 800)")
     parser.add_argument("--incidents", type=int, default=48, metavar="N",
                         help="chaos training incidents whose fault-free baselines it learns from (default 48)")

@@ -78,6 +78,10 @@ def test_scores_are_streaming_in_range_and_zero_before_enough_history(trained: M
     with_gap = series.copy()
     with_gap[40] = np.nan
     assert trained.score(with_gap, "cpu_usage")[40] == 0.0
+    # A series that starts with a gap is judged only once 16 real values came before: no history, no score.
+    late = np.r_[np.full(40, np.nan), series[:60]]
+    late_scores = trained.score(late, "cpu_usage")
+    assert (late_scores[:56] == 0).all() and late_scores[56:].any()
 
 
 def test_a_trained_detector_flags_a_spike_and_a_level_shift(trained: MetricsDetector) -> None:
@@ -144,6 +148,7 @@ def test_detect_metrics_writes_one_line_per_row_in_order(tmp_path: Path, capsys:
     ("timestamp,value\n1,2\n2,abc\n", "row 3: value 'abc' is not a number"),
     ("timestamp,value\n5,1\n4,1\n", "row 3: timestamp goes back in time"),
     ("timestamp,value\nyesterday,1\n", "timestamps must all be numbers"),
+    ("timestamp,value\n1,2\n2,inf\n", "row 3: value 'inf' is not a finite number"),
 ])
 def test_detect_metrics_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                          body: str, message: str) -> None:
@@ -155,6 +160,11 @@ def test_detect_metrics_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys:
     assert message in err and "\n" not in err and "Traceback" not in err
     assert not out.exists()
     assert main(["detect", "metrics", str(tmp_path / "missing.csv")]) == 2
+    assert main(["detect", "metrics", str(tmp_path)]) == 2  # a folder
+    good = tmp_path / "good.csv"
+    good.write_text("timestamp,value\n1,2\n")
+    assert main(["detect", "metrics", str(good), "--method", "zscore", "--out", str(tmp_path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_detect_logs_scores_every_line_and_learns_the_routine(tmp_path: Path) -> None:

@@ -142,8 +142,16 @@ class MetricsDetector:
         return Window(ids=ids, start=start, chunk_start=chunk_start, chunk_end=chunk_end)
 
     def windows(self, metric: str, values: np.ndarray) -> list[Window]:
-        first = self.config.tokenizer.min_history
-        return [self.window(metric, values, t) for t in range(first, len(values), self.config.chunk)]
+        """The chunks to score: from the first sample with `min_history` real values before it, every `chunk`
+        samples; a chunk whose history holds fewer real values (a gap in the data) is not scored."""
+        cfg = self.config.tokenizer
+        finite = np.concatenate([[0], np.cumsum(np.isfinite(values))])  # finite[t]: real values before t
+        ready = np.flatnonzero(finite[:len(values)] >= cfg.min_history)
+        if ready.size == 0:
+            return []
+        starts = range(max(int(ready[0]), cfg.min_history), len(values), self.config.chunk)
+        return [self.window(metric, values, t) for t in starts
+                if finite[t] - finite[max(0, t - cfg.history)] >= cfg.min_history]
 
     # -- scoring -------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-import tempfile
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -27,9 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "metrics", help="score each row of a timestamp,value CSV",
         description="Read a CSV with columns timestamp,value (rows in time order) and write one JSON line per "
                     "row, in order: {\"timestamp\": ..., \"score\": s}. 'model' is the metrics expert's value "
-                    "model: s is the probability the model gave to values more likely than the one seen, "
-                    "predicted from the samples before it. The first 16 rows (too little history) and empty "
-                    "values score 0.")
+                    "model: s is how far into the tails of its forecast (made from the samples before it) the "
+                    "value falls, 1 - 2 min(F, 1 - F). Rows before 16 real values (too little history) and "
+                    "empty values score 0.")
     metrics.add_argument("file", metavar="CSV", help="timestamp,value CSV ('-' for standard input)")
     metrics.add_argument("--metric", default="", metavar="NAME",
                          help="the metric's name (e.g. http_request_duration_seconds:p95): tells the model what "
@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read a log file (one message per line) and write one JSON line per log line: "
                     "{\"line\": n, \"score\": s}. 'model' is the logs expert: s is the line's mean surprise per "
                     "token relative to a uniform guess over its vocabulary (how unlike the logs it knows the line "
-                    "reads; each line on its own); "
+                    "reads), and the expert adapts as it reads: 4 steps of continued pretraining after every 256 "
+                    "lines; "
                     "'novelty' is 1 / (times the line's template has been seen so far).")
     logs.add_argument("file", metavar="FILE", help="log file ('-' for standard input; .gz is unpacked)")
     logs.add_argument("--method", choices=LOG_METHODS, default="model", help="model (default) or novelty")
@@ -68,6 +69,8 @@ def read_series(path: str) -> tuple[list[str], list[float]]:
     import pandas as pd
 
     source: Any = sys.stdin if path == "-" else path
+    if path != "-" and Path(path).exists() and not Path(path).is_file():
+        raise FlipmoeInputError("not a regular file", path=path, hint="pass a timestamp,value CSV")
     try:
         frame = pd.read_csv(source, dtype=str, keep_default_na=False)
     except FileNotFoundError:
@@ -86,6 +89,10 @@ def read_series(path: str) -> tuple[list[str], list[float]]:
     if bad.size:
         row = int(bad[0])
         raise FlipmoeInputError(f"row {row + 2}: value {frame['value'].iloc[row]!r} is not a number", path=path)
+    infinite = np.flatnonzero(np.isinf(values.to_numpy(dtype=np.float64)))
+    if infinite.size:
+        row = int(infinite[0])
+        raise FlipmoeInputError(f"row {row + 2}: value {frame['value'].iloc[row]!r} is not a finite number", path=path)
     times = _parse_times(stamps)
     if times is None:
         raise FlipmoeInputError("timestamps must all be numbers (epoch seconds) or ISO-8601 times", path=path)
@@ -102,7 +109,8 @@ def _parse_times(stamps: Any) -> Any:
 
     numeric = pd.to_numeric(stamps, errors="coerce")
     if stamps.size == 0 or not numeric.isna().any():
-        return numeric.to_numpy(dtype=np.float64)
+        seconds = numeric.to_numpy(dtype=np.float64)
+        return seconds if np.isfinite(seconds).all() else None
     parsed = pd.to_datetime(stamps, errors="coerce", utc=True, format="ISO8601")
     if parsed.isna().any():
         return None
@@ -182,19 +190,28 @@ def log_scorer(method: str, *, bundle: str | None = None, expert: str | None = N
 
 def _emit(out: str | None, records: Iterable[dict[str, Any]]) -> None:
     if out is None:
-        _write(records, sys.stdout)
+        try:
+            _write(records, sys.stdout)
+        except BrokenPipeError:
+            # The reader (e.g. `head`) has what it wanted; point stdout at devnull so the final flush at exit
+            # does not fail again (the recipe of Python's `signal` documentation).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     path = Path(out)
     if not path.parent.is_dir():
         raise FlipmoeInputError("the folder of --out does not exist", path=path)
-    fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if path.is_dir():
+        raise FlipmoeInputError("--out is a folder; give a file name", path=path)
+    # Written beside the target and renamed into place: the file is whole or absent. Mode 0666 less the umask,
+    # as any other file (mkstemp's 0600 would hide the scores from whoever is meant to read them).
+    staging = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:
             _write(records, stream)
         os.replace(staging, path)
     finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
+        staging.unlink(missing_ok=True)
 
 
 def _write(records: Iterable[dict[str, Any]], stream: IO[str]) -> None:
