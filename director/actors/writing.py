@@ -14,7 +14,7 @@ from director.actors.analysis import DiagnoseOutput, VerifyOutput
 from director.actors.base import ActorContext, ActorInput, ActorOutput, Trials, actor
 from director.actors.schemas import EventsOutput, LocalizeOutput, LogsOutput, MetricsOutput, TracesOutput
 from director.report import Finding, Gap, RootCause
-from flipmoe.toolkits.untrusted import neutralise
+from flipmoe.toolkits.untrusted import is_suspicious, neutralise
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +118,17 @@ def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tupl
     sentence). An answer that fails is dropped whole and recorded, never appended."""
     report = logs.report
     assert report is not None
-    rows = [f for f in report.findings if f.service == top.service and f.evidence.template_id is not None][:6]
+    # Names and templates are telemetry: a row whose template could steer the model is left out, so it is
+    # neither read by the model nor one of the sentences the grammar lets it write.
+    rows = [f for f in report.findings if f.service == top.service and f.evidence.template_id is not None
+            and not is_suspicious(str(f.evidence.template))][:6]
     if not rows:
         return "", "template", "", ""
-    table = [(int(f.evidence.count_before), int(f.evidence.count_during), str(f.level), str(f.evidence.template))
+    table = [(float(f.evidence.count_before), float(f.evidence.count_during), str(f.level), str(f.evidence.template))
              for f in rows]
-    # Names and templates are telemetry: lines that could steer the model are redacted before it reads them.
     prompt = neutralise("\n".join([
         f"service {top.service}: log lines in the {round(report.minutes_during)} min before and during the incident",
-        "before during level template", *(f"{b} {d} {level} {template}" for b, d, level, template in table)]))
+        "before during level template", *(f"{b:g} {d:g} {level} {template}" for b, d, level, template in table)]))
     try:
         from router.bundle import context_shortfall
 
@@ -146,7 +148,9 @@ def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tupl
         log.warning("model summary failed: %s", err)
         return "", "template", "", f"FlipMoE could not be used: {type(err).__name__}: {err}"
     text = " ".join(str(answer.text).split())
-    problem = ungrounded(text, prompt)
+    # Cut by the token limit, an answer can stop inside the grammar (even after a full stop in a template).
+    problem = "cut off at the token limit" if getattr(answer, "finish_reason", "stop") == "length" \
+        else ungrounded(text, prompt)
     if not problem:
         unknown = check(text, vocabulary).unknown_entities
         if unknown:
@@ -156,20 +160,22 @@ def _model_sentence(ctx: ActorContext, top: RootCause, logs: LogsOutput) -> tupl
     return text, f"flipmoe:{answer.expert}", "", ""
 
 
-def change_grammar(service: str, rows: list[tuple[int, int, str, str]]) -> str:
-    """A Lark grammar of the log-change sentences true of `rows` (before, during, level, template): the
-    service, then one or two of the rows, each with the clause its own counts make, or no change at all."""
+def change_grammar(service: str, rows: list[tuple[float, float, str, str]]) -> str:
+    """A Lark grammar of the log-change sentences true of `rows` (before, during, level, template; counts as
+    the findings give them, possibly pro-rated): the service, then one or two of the rows, each with the clause
+    its own counts make."""
     clauses = []
     for before, during, level, template in rows:
         if before == 0:
-            clause = f"appeared ({during} lines, none before)"
+            clause = f"appeared ({during:g} lines, none before)"
         elif during == 0:
-            clause = f"stopped ({before} lines before)"
+            clause = f"stopped ({before:g} lines before)"
+        elif during == before:
+            clause = f"stayed at {during:g} lines"
         else:
-            clause = f"{'rose' if during > before else 'fell'} from {before} to {during} lines"
+            clause = f"{'rose' if during > before else 'fell'} from {before:g} to {during:g} lines"
         clauses.append(json.dumps(f"{level} '{template}' {clause}"))
-    name = json.dumps(service)
-    return "\n".join([f'start: {name} ": " change ("; " change)? "." | "No notable change in the logs of " {name} "."',
+    return "\n".join([f'start: {json.dumps(service)} ": " change ("; " change)? "."',
                       "change: " + " | ".join(clauses)])
 
 
