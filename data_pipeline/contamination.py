@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,17 +165,25 @@ def without_evaluation_sources(documents: Sequence[str], *, sources: set[str] | 
 
 def leaked(queries: Sequence[str], texts: Sequence[str]) -> list[int]:
     """Indices of the queries (of at least `LEAK_MIN_WORDS` words) that occur verbatim, whitespace-normalised
-    and case-folded, on word boundaries, in one of `texts`."""
-    haystack = "\0".join(f" {_normal(t)} " for t in texts)
-    return [i for i, q in enumerate(queries) if len(q.split()) >= LEAK_MIN_WORDS and f" {_normal(q)} " in haystack]
+    and case-folded, on word boundaries (punctuation and quotes next to them count as boundaries), in one
+    of `texts`."""
+    haystack = "\0".join(_normal(t) for t in texts)
+    return [i for i, q in enumerate(queries) if len(q.split()) >= LEAK_MIN_WORDS and _occurs(_normal(q), haystack)]
+
+
+def _occurs(query: str, haystack: str) -> bool:
+    # A plain substring test first (fast, and false for almost every query); the boundary check only then.
+    if query not in haystack:
+        return False
+    return re.search(rf"(?<!\w){re.escape(query)}(?!\w)", haystack) is not None
 
 
 def decontaminate(documents: Sequence[str], queries: Sequence[str]) -> tuple[list[str], int]:
     """(`documents` without those that contain a query verbatim, how many were dropped)."""
-    hits = [f" {_normal(queries[i])} " for i in leaked(queries, documents)]
+    hits = [_normal(queries[i]) for i in leaked(queries, documents)]
     if not hits:
         return list(documents), 0
-    kept = [d for d in documents if not any(h in f" {_normal(d)} " for h in hits)]
+    kept = [d for d in documents if not any(_occurs(h, _normal(d)) for h in hits)]
     return kept, len(documents) - len(kept)
 
 

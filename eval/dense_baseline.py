@@ -68,6 +68,7 @@ def build_dense_baseline(experts: Mapping[str, Any], out_dir: str | Path, *, sou
                          config: DenseConfig = DenseConfig(), progress: bool = True,
                          say: Progress | None = None) -> Any:
     """Train the dense baseline matched to `experts` (their cards give each one's tokens seen) into `out_dir`."""
+    from data_pipeline.contamination import check_training_data
     from data_pipeline.examples import IGNORE_INDEX, TrainingSequence
     from data_pipeline.objectives import curriculum, objective_sequences, task_sequences
     from data_pipeline.tokenizer import train_tokenizer
@@ -96,8 +97,12 @@ def build_dense_baseline(experts: Mapping[str, Any], out_dir: str | Path, *, sou
     seq_len = first.config.train.seq_len
 
     say("dense: data of every family")
-    corpora = {family: spec.corpus(sources) for family, spec in specs.items()}
     task_train = {family: spec.task_data(sources, "train") for family, spec in specs.items()}
+    # The experts' contamination gate, family by family, so the dense model trains on what they train on.
+    corpora = {family: check_training_data(
+        family, spec.corpus(sources), [f"{e.input}\n{e.target}" for rows in task_train[family].values() for e in rows],
+        {task: [e.input for e in rows] for task, rows in spec.task_data(sources, "heldout").items()})[0]
+        for family, spec in specs.items()}
     symbols = tuple(dict.fromkeys(s for spec in specs.values() for s in spec.tokenizer.user_defined_symbols))
     tok_config = TokenizerConfig(vocab_size=config.vocab_size, split_digits=any(
         spec.tokenizer.split_digits for spec in specs.values()), user_defined_symbols=symbols)

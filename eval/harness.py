@@ -136,7 +136,9 @@ def run_suite(tasks: Sequence[EvalTask], models: Sequence[EvalModel], *, data: E
             task_run.skipped = "no data here" + (f": needs {task.requires}" if task.requires else "")
             say(f"{task.name}: skipped ({task_run.skipped})")
             continue
-        indices = stats.resample_indices(len(items), resamples=resamples, seed=_seed(task.name))
+        clusters = getattr(task.score, "clusters", None)
+        indices = stats.resample_clusters(clusters(items), resamples=resamples, seed=_seed(task.name)) \
+            if callable(clusters) else stats.resample_indices(len(items), resamples=resamples, seed=_seed(task.name))
         task_run.chance = round(chance_level(task, items), 4)
         for model in models:
             before = model.failures
@@ -168,11 +170,11 @@ def comparisons(models: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _resampled(task: EvalTask, predictions: Sequence[str], items: Sequence[EvalItem],
-               indices_BN: np.ndarray) -> np.ndarray:
+               indices_BN: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """(B,) main figure over the resamples: item scores averaged when the scorer has them, else the
     whole-set metric recomputed on each resample."""
     values = getattr(task.score, "values", None)
-    if callable(values):
+    if callable(values) and isinstance(indices_BN, np.ndarray):  # item resamples; clusters vary in size
         return stats.bootstrap_means(values(predictions, items), indices_BN)
     return stats.bootstrap_statistic(
         lambda rows: task.score([predictions[i] for i in rows], [items[i] for i in rows])["score"], indices_BN)

@@ -46,12 +46,27 @@ def resample_indices(n: int, *, resamples: int = RESAMPLES, seed: int = 0) -> np
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
+def resample_clusters(clusters: Sequence[str], *, resamples: int = RESAMPLES, seed: int = 0) -> list[np.ndarray]:
+    """Cluster bootstrap: per resample, whole clusters drawn with replacement, as the item indices of all
+    their members (a cluster drawn twice is in twice). For whole-set statistics that depend on groups of
+    items (grouping accuracy), where resampling single items would break the groups apart."""
+    if not clusters:
+        raise ValueError("a bootstrap needs at least one item")
+    members: dict[str, list[int]] = {}
+    for index, cluster in enumerate(clusters):
+        members.setdefault(cluster, []).append(index)
+    groups = [np.array(rows) for _, rows in sorted(members.items())]
+    draws = np.random.default_rng(seed).integers(0, len(groups), size=(resamples, len(groups)))
+    return [np.concatenate([groups[g] for g in row]) for row in draws]
+
+
 def bootstrap_means(values_N: Sequence[float] | np.ndarray, indices_BN: np.ndarray) -> np.ndarray:
     """(B,) means of per-item scores over each resample."""
     return np.asarray(values_N, dtype=float)[indices_BN].mean(axis=1)
 
 
-def bootstrap_statistic(statistic: Callable[[Sequence[int]], float], indices_BN: np.ndarray) -> np.ndarray:
+def bootstrap_statistic(statistic: Callable[[Sequence[int]], float],
+                        indices_BN: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """(B,) values of a whole-set statistic (it receives the resample's item indices)."""
     return np.array([statistic(row.tolist()) for row in indices_BN], dtype=float)
 

@@ -68,3 +68,11 @@ def test_a_bundle_build_fails_when_an_item_leaks(tmp_path: Path, monkeypatch: py
     with pytest.raises(ContaminationError, match="log_level 1"):
         build_bundle(tmp_path / "bundle", sources=Sources(shared_data=None), progress=False)
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_leak_next_to_punctuation_or_quotes_is_found() -> None:
+    from data_pipeline.contamination import leaked
+
+    query = ["the quick brown fox jumps over the lazy dog"]
+    assert leaked(query, ['he said "The quick  brown fox jumps over the lazy dog."']) == [0]
+    assert leaked(query, ["xthe quick brown fox jumps over the lazy dogs"]) == []  # inside other words: not a leak

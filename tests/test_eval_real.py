@@ -166,3 +166,25 @@ def test_cli_run_prints_intervals_and_sources(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "| tvdiag_root_cause | real |" in done.stdout and "## Paired differences" in done.stdout
     assert "| constant:normal | rule |" in done.stdout
+
+
+def test_grouping_accuracy_intervals_resample_whole_templates() -> None:
+    """One different answer per line: item resampling drops lines of a template and makes such answers look
+    right (the interval misses the score); resampling whole templates keeps the score inside its interval."""
+    import numpy as np
+
+    from eval import stats
+    from eval.tasks._core import grouping_accuracy
+
+    rng = np.random.default_rng(0)
+    truths = [f"t{int(rng.integers(0, 40))}" for _ in range(150)]
+    answers = [f"u{i}" for i in range(150)]
+    point = grouping_accuracy(answers, truths)
+
+    def ga(rows: list[int]) -> float:
+        return grouping_accuracy([answers[i] for i in rows], [truths[i] for i in rows])
+
+    by_template = stats.interval(point, stats.bootstrap_statistic(ga, stats.resample_clusters(truths, resamples=300)))
+    by_line = stats.interval(point, stats.bootstrap_statistic(ga, stats.resample_indices(150, resamples=300)))
+    assert by_template.low <= point <= by_template.high
+    assert by_line.low > point  # the bias the cluster bootstrap removes
