@@ -136,9 +136,11 @@ def run_suite(tasks: Sequence[EvalTask], models: Sequence[EvalModel], *, data: E
             task_run.skipped = "no data here" + (f": needs {task.requires}" if task.requires else "")
             say(f"{task.name}: skipped ({task_run.skipped})")
             continue
-        clusters = getattr(task.score, "clusters", None)
-        indices = stats.resample_clusters(clusters(items), resamples=resamples, seed=_seed(task.name)) \
-            if callable(clusters) else stats.resample_indices(len(items), resamples=resamples, seed=_seed(task.name))
+        # Seeded by the items, not the task: tasks asked on the same items (TVDiag's root cause and fault type)
+        # draw the same resamples, so the means over tasks keep their correlation.
+        clusters, seed = getattr(task.score, "clusters", None), _seed("\0".join(item.id for item in items))
+        indices = stats.resample_clusters(clusters(items), resamples=resamples, seed=seed) \
+            if callable(clusters) else stats.resample_indices(len(items), resamples=resamples, seed=seed)
         task_run.chance = round(chance_level(task, items), 4)
         for model in models:
             before = model.failures
@@ -200,7 +202,7 @@ def _mean_difference(runs: Sequence[TaskRun], a: str, b: str) -> dict[str, Any]:
 
 
 def _seed(name: str) -> int:
-    """A per-task seed that does not depend on the process (unlike `hash`)."""
+    """A seed from a text that does not depend on the process (unlike `hash`)."""
     return zlib.crc32(name.encode("utf-8"))
 
 

@@ -198,7 +198,7 @@ def _trainticket_builder(summary: bool):  # type: ignore[no-untyped-def]
         items = []
         for sample in data.trainticket:
             references = label_summaries(sample.label) if summary else (sample.label.service,)
-            items.append(EvalItem(id=f"tt-{'sum' if summary else 'rc'}-{sample.seed}", input=_digest_of(sample),
+            items.append(EvalItem(id=f"tt-{sample.seed}", input=_digest_of(sample),
                                   references=references, payload=sample,
                                   meta={"source": f"nezha:{sample.seed}", "fault": sample.label.original_type or ""}))
         return items[: data.config.max_items]
