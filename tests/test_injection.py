@@ -198,7 +198,8 @@ def test_the_summary_model_reads_no_planted_text(clean: Incident, tmp_path: Path
     settings = RunSettings(bundle=tmp_path)
     report = Director(LocalExecutor(cache={"explorer.driver": ObedientModel()}), settings=settings,
                       runbook="generic").analyse(poisoned)
-    assert prompts and REDACTED in prompts[-1], "the planted lines reached the summary prompt, neutralised"
+    # Rows whose template could steer the model are left out of the summary's table (and of its grammar).
+    assert prompts and not any(is_suspicious(line) for line in prompts[-1].splitlines())
     assert _planted_text_in("\n".join(prompts)) == []
     assert TARGET not in report.summary and "Error lines rose" in report.summary
 
