@@ -145,10 +145,11 @@ def test_detect_metrics_writes_one_line_per_row_in_order(tmp_path: Path, capsys:
 
 @pytest.mark.parametrize(("body", "message"), [
     ("time,v\n1,2\n", "needs columns timestamp,value"),
-    ("timestamp,value\n1,2\n2,abc\n", "row 3: value 'abc' is not a number"),
-    ("timestamp,value\n5,1\n4,1\n", "row 3: timestamp goes back in time"),
+    ("timestamp,value\n1,2\n2,abc\n", "line 3: value 'abc' is not a number"),
+    ("timestamp,value\n5,1\n4,1\n", "line 3: timestamp goes back in time"),
     ("timestamp,value\nyesterday,1\n", "timestamps must all be numbers"),
-    ("timestamp,value\n1,2\n2,inf\n", "row 3: value 'inf' is not a finite number"),
+    ("timestamp,value\n1,2\n2,inf\n", "line 3: value 'inf' is not a finite number"),
+    ("timestamp,value\n1,2\n\n2,abc\n", "line 4: value 'abc' is not a number"),  # blank lines still count
 ])
 def test_detect_metrics_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                          body: str, message: str) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -72,7 +70,8 @@ def read_series(path: str) -> tuple[list[str], list[float]]:
     if path != "-" and Path(path).exists() and not Path(path).is_file():
         raise FlipmoeInputError("not a regular file", path=path, hint="pass a timestamp,value CSV")
     try:
-        frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+        # Blank lines are kept while reading and dropped after, so a row's index still gives its line number.
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except FileNotFoundError:
         raise FlipmoeInputError("file not found", path=path) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -82,24 +81,28 @@ def read_series(path: str) -> tuple[list[str], list[float]]:
         raise FlipmoeInputError(f"the CSV needs columns timestamp,value; it has {','.join(map(str, frame.columns))}",
                                 path=path)
     frame.columns = columns
+    frame = frame[(frame[["timestamp", "value"]].apply(lambda c: c.str.strip()) != "").any(axis=1)]
     stamps = frame["timestamp"].str.strip()
     values = pd.to_numeric(frame["value"].str.strip().replace("", "nan"), errors="coerce")
     bad = np.flatnonzero(values.isna().to_numpy() & ~frame["value"].str.strip().str.lower().isin(
         ["", "nan", "null", "none"]).to_numpy())
     if bad.size:
         row = int(bad[0])
-        raise FlipmoeInputError(f"row {row + 2}: value {frame['value'].iloc[row]!r} is not a number", path=path)
+        raise FlipmoeInputError(f"line {int(frame.index[row]) + 2}: value {frame['value'].iloc[row]!r} is not a number",
+                                path=path)
     infinite = np.flatnonzero(np.isinf(values.to_numpy(dtype=np.float64)))
     if infinite.size:
         row = int(infinite[0])
-        raise FlipmoeInputError(f"row {row + 2}: value {frame['value'].iloc[row]!r} is not a finite number", path=path)
+        raise FlipmoeInputError(f"line {int(frame.index[row]) + 2}: value {frame['value'].iloc[row]!r} is not a "
+                                "finite number", path=path)
     times = _parse_times(stamps)
     if times is None:
         raise FlipmoeInputError("timestamps must all be numbers (epoch seconds) or ISO-8601 times", path=path)
     backwards = np.flatnonzero(np.diff(times) < 0)
     if backwards.size:
-        raise FlipmoeInputError(f"row {int(backwards[0]) + 3}: timestamp goes back in time; a streaming score needs "
-                                "the rows in time order", path=path, hint="sort the CSV by timestamp")
+        raise FlipmoeInputError(f"line {int(frame.index[int(backwards[0]) + 1]) + 2}: timestamp goes back in time; a "
+                                "streaming score needs the rows in time order", path=path,
+                                hint="sort the CSV by timestamp")
     return stamps.tolist(), values.astype(float).tolist()
 
 
@@ -189,29 +192,9 @@ def log_scorer(method: str, *, bundle: str | None = None, expert: str | None = N
 # -- output -----------------------------------------------------------------------------------------------
 
 def _emit(out: str | None, records: Iterable[dict[str, Any]]) -> None:
-    if out is None:
-        try:
-            _write(records, sys.stdout)
-        except BrokenPipeError:
-            # The reader (e.g. `head`) has what it wanted; point stdout at devnull so the final flush at exit
-            # does not fail again (the recipe of Python's `signal` documentation).
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return
-    path = Path(out)
-    if not path.parent.is_dir():
-        raise FlipmoeInputError("the folder of --out does not exist", path=path)
-    if path.is_dir():
-        raise FlipmoeInputError("--out is a folder; give a file name", path=path)
-    # Written beside the target and renamed into place: the file is whole or absent. Mode 0666 less the umask,
-    # as any other file (mkstemp's 0600 would hide the scores from whoever is meant to read them).
-    staging = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            _write(records, stream)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+    from flipmoe.cli._output import emit
+
+    emit(out, lambda stream: _write(records, stream))
 
 
 def _write(records: Iterable[dict[str, Any]], stream: IO[str]) -> None:

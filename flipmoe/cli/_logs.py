@@ -6,15 +6,14 @@ import argparse
 import gzip
 import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from flipmoe.cli._output import emit
 from flipmoe.errors import FlipmoeInputError
 
 if TYPE_CHECKING:
@@ -54,25 +53,7 @@ def _templates(args: argparse.Namespace) -> int:
     if args.max_templates < 1:
         raise FlipmoeInputError(f"--max-templates must be at least 1, got {args.max_templates}")
     parser = LogParser(config=LogParserConfig(max_templates=args.max_templates))
-    if args.out is None:
-        try:
-            _write(parser, args.files, sys.stdout)
-        except BrokenPipeError:
-            # The reader (e.g. `head`) has what it wanted; point stdout at devnull so the final
-            # flush at exit does not fail again (the recipe of Python's `signal` documentation).
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise FlipmoeInputError("the folder of --out does not exist", path=out)
-    fd, staging = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            _write(parser, args.files, stream)
-        os.replace(staging, out)
-    finally:
-        if os.path.exists(staging):
-            os.unlink(staging)
+    emit(args.out, lambda stream: _write(parser, args.files, stream))
     return 0
 
 
