@@ -23,7 +23,6 @@ import argparse
 import io
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from _net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,7 +72,7 @@ def main() -> None:
     data_dir = Path(args.data_dir).resolve() if args.data_dir else work / "data"
     limit = ServeSettings().max_request_bytes
     small, large = _archives(work, limit)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     print(f"{os.cpu_count()} CPUs, shared: other processes on them shift every figure. Server on {url}, "
           f"bundle {args.bundle}; {args.clients} uploading + {args.clients} generating clients for "
@@ -477,12 +477,6 @@ def _cmdline(pid: int) -> str:
 
 def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.0f} MiB"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -308,3 +308,15 @@ def running(*doubles: _Double) -> Iterator[None]:
     finally:
         for double in doubles:
             double.__exit__(None, None, None)
+
+
+def wait_done(client: Any, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    """The job's body from the service's `/v1/incidents/ID` (a `TestClient` or an httpx client) once it is done
+    or failed."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body: dict[str, Any] = client.get(f"/v1/incidents/{job_id}").json()
+        if body["state"] in ("done", "failed"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")

@@ -135,12 +135,17 @@ def running_prometheus(openmetrics: str, workdir: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server, killing it if it has not exited within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -155,12 +160,12 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
                  "--storage.tsdb.retention.time=100y", "--log.level=warn"],
                 stdout=sink, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
-        if _wait_ready(process, url):
+        if wait_ready(process, url):
             return process, url
     raise RuntimeError(f"Prometheus did not start:\n{log.read_text(errors='replace')[-2000:]}")
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str) -> bool:
+def wait_ready(process: subprocess.Popen[bytes], url: str) -> bool:
     """True once /-/ready answers 200; False if the process exited (say, the port was taken)."""
     deadline = time.monotonic() + _STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -174,7 +179,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str) -> bool:
         time.sleep(0.05)
     process.kill()
     process.wait()
-    raise RuntimeError(f"Prometheus at {url} was not ready after {_STARTUP_TIMEOUT_S} s")
+    raise RuntimeError(f"the server at {url} was not ready after {_STARTUP_TIMEOUT_S} s")
 
 
 @contextmanager

@@ -24,12 +24,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
 import yaml
 from browser import headless_chromium, missing_browser, wait_for
 from http_doubles import LokiDouble, LokiEntry, Receiver, Request, free_port, serving
+from prometheus_server import stop, wait_ready
 
 from flipmoe.config import (
     AlertsConfig,
@@ -160,24 +160,10 @@ def _process(args: list[str], ready_url: str, log: Path) -> Iterator[None]:
     with log.open("wb") as sink:
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sink)
     try:
-        deadline = time.time() + 30
-        while True:
-            assert process.poll() is None, f"{args[0]} exited:\n{log.read_text(errors='replace')[-2000:]}"
-            try:
-                if httpx.get(f"{ready_url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, f"{args[0]} was not ready after 30 s"
-            time.sleep(0.1)
+        assert wait_ready(process, ready_url), f"{args[0]} exited:\n{log.read_text(errors='replace')[-2000:]}"
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def _alertmanager(workdir: Path, address: str, webhook: str) -> list[str]:

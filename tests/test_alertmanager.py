@@ -33,7 +33,9 @@ from http_doubles import (
     free_port,
     running,
     serving,
+    wait_done,
 )
+from prometheus_server import stop, wait_ready
 
 from flipmoe.config import (
     AlertsConfig,
@@ -147,16 +149,6 @@ def alert_config(*, prometheus: str, loki: str, traces: list[str], receiver: str
             DeliveryTarget(kind="pagerduty", url=f"{receiver}/v2/enqueue", token=SecretRef(env="TEST_PD_KEY"),
                            retry_backoff_seconds=0.01),
             DeliveryTarget(kind="webhook", name="audit", url=f"{receiver}/hook")]))
-
-
-def wait_done(client: TestClient, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = client.get(f"/v1/incidents/{job_id}").json()
-        if job["state"] in ("done", "failed"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 @pytest.fixture(scope="module")
@@ -365,20 +357,10 @@ def running_alertmanager(workdir: Path, webhook_url: str, token: str) -> Iterato
                                stdout=subprocess.DEVNULL, stderr=(workdir / "alertmanager.log").open("wb"))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            assert process.poll() is None, (workdir / "alertmanager.log").read_text()
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "Alertmanager did not become ready"
-            time.sleep(0.1)
+        assert wait_ready(process, url), (workdir / "alertmanager.log").read_text()
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
 
 
 @pytest.mark.integration

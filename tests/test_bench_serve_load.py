@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _bench():
+    # The benchmark imports its sibling helpers (`_net`) as it does when run as a script.
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("bench_serve_load", REPO / "benchmarks" / "bench_serve_load.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import tiny_incident
 from fastapi.testclient import TestClient
+from http_doubles import wait_done
 
 from data_pipeline.chaos import ChaosConfig, generate_incident
 from flipmoe.serve.app import ServeSettings, create_app
@@ -45,16 +46,6 @@ def tar_gz(directory: Path, *, nested: bool = True) -> bytes:
 
 def incident_tar(tmp_path: Path, *, nested: bool = True) -> bytes:
     return tar_gz(write_incident(tiny_incident(), tmp_path / "src" / "tiny"), nested=nested)
-
-
-def wait_done(client: TestClient, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        body = client.get(f"/v1/incidents/{job_id}").json()
-        if body["state"] in ("done", "failed"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 # -- the real analyzer ------------------------------------------------------------------------------

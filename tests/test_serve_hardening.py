@@ -23,7 +23,8 @@ import httpx
 import pytest
 from conftest import tiny_incident
 from fastapi.testclient import TestClient
-from test_serve_app import incident_tar, stub_analyzer, wait_done
+from http_doubles import wait_done
+from test_serve_app import incident_tar, stub_analyzer
 
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.serve.app import ServeSettings, create_app, failure_reason
