@@ -51,6 +51,33 @@ def test_pods_are_ranked_inside_their_service():
     assert [(r.pod, r.node) for r in ranked.root_causes[:2]] == [("api-2", "node-b"), ("api-1", None)]
 
 
+
+def _timed(service, strength, at, *, pod=None, modality="metrics", kind="metrics:saturation", **evidence):
+    return Signal(modality=modality, service=service, pod=pod, strength=strength, role="cause", kind=kind,
+                  start=pd.Timestamp(START) + pd.Timedelta(seconds=at), summary=f"{service} {kind}",
+                  evidence=evidence)
+
+
+def test_a_pod_the_rollout_replaced_ranks_below_its_replacement():
+    # api is deployed at t=0: its old pod stops reporting 20 s later (the rollout's footprint, the loudest
+    # evidence there is) and the new pod, which runs the change, shows a modest error rise.
+    deploy = _timed("api", 0.35, 0, modality="events", kind="events:Deployed", change=True)
+    old_gone = _timed("api", 0.95, 20, pod="api-old", pattern="missing_data")
+    new_errors = _timed("api", 0.4, 60, pod="api-new", kind="metrics:errors")
+    pods = {"api": ["api-new", "api-old"]}
+    ranked = rank_root_causes([deploy, old_gone, new_errors], pods_of_service=pods)
+    assert [r.pod for r in ranked.root_causes] == ["api-new", "api-old"]
+    # The same stop without a change of the service may be the fault itself (a killed pod): it keeps its place.
+    killed = rank_root_causes([old_gone, new_errors], pods_of_service=pods)
+    assert [r.pod for r in killed.root_causes] == ["api-old", "api-new"]
+    # ...and so does a stop long after the change, outside the rollout.
+    late = _timed("api", 0.95, 3600, pod="api-old", pattern="missing_data")
+    assert rank_root_causes([deploy, late, new_errors], pods_of_service=pods).root_causes[0].pod == "api-old"
+    # A Killing event right after the change marks the old pod the same way.
+    killing = _timed("api", 0.5, 15, pod="api-old", modality="events", kind="events:Killing", reason="Killing")
+    ranked = rank_root_causes([deploy, killing, new_errors], pods_of_service=pods)
+    assert ranked.root_causes[0].pod == "api-new"
+
 def test_no_signals_and_no_services_degrade_gracefully():
     empty = rank_root_causes([])
     assert empty.root_causes == () and "nothing to rank" in empty.notes[0]

@@ -19,8 +19,9 @@ reason" — and this module reasons about how faults propagate:
 4. A service whose anomalies start first gets a small bonus: faults precede their propagation.
 
 The final service score is the geometric mean of its own anomaly and its PageRank share, times the
-onset bonus; pods and nodes are ranked inside each service by their own signals. Any subset of
-modalities works: with one modality the same reasoning runs on that modality's signals only.
+onset bonus; pods and nodes are ranked inside each service by their own signals, except that a pod a
+rollout replaced ranks below its service's live pods (`replaced_pods`). Any subset of modalities works:
+with one modality the same reasoning runs on that modality's signals only.
 """
 
 from __future__ import annotations
@@ -266,12 +267,43 @@ def rank_root_causes(
                         notes=tuple(notes))
 
 
+_ROLLOUT_SPAN = pd.Timedelta(minutes=10)
+"""How long after a change of its service a pod's disappearance still counts as the rollout replacing it."""
+_GONE_REASONS = frozenset({"killing"})
+"""Event reasons that report a pod being stopped (Kubernetes' vocabulary)."""
+
+
+def replaced_pods(signals: Sequence[Signal]) -> set[str]:
+    """Pods that a rollout replaced: they stopped (telemetry ended, or a Killing event) within `_ROLLOUT_SPAN`
+    after a change (deploy, config change, rollout) of their service.
+
+    A rollout stops the old pods and starts new ones, so the change runs in the new pods while the old ones
+    show the loudest evidence of all (every series "stopped reporting"). A stopped pod whose service did not
+    change is different: the stop may be the fault (a killed pod), and it keeps its place.
+    """
+    changed: dict[str, pd.Timestamp] = {}
+    for signal in signals:
+        if signal.evidence.get("change") and signal.start is not None:
+            changed[signal.service] = min(changed.get(signal.service, signal.start), signal.start)
+    replaced = set()
+    for signal in signals:
+        since = changed.get(signal.service)
+        if since is None or not signal.pod or signal.start is None:
+            continue
+        gone = signal.evidence.get("pattern") == "missing_data" or (
+            signal.modality == "events" and str(signal.evidence.get("reason", "")).lower() in _GONE_REASONS)
+        if gone and since <= signal.start <= since + _ROLLOUT_SPAN:
+            replaced.add(signal.pod)
+    return replaced
+
+
 def _rank_pods(signals: Sequence[Signal], service_scores: Mapping[str, float], anomaly: Mapping[str, float],
                propagation: Mapping[str, float], per_modality: Mapping[str, Mapping[str, float]],
                pods_of_service: Mapping[str, Sequence[str]], placement: Mapping[str, str]) -> list[RootCause]:
     by_service: dict[str, list[Signal]] = defaultdict(list)
     for signal in signals:
         by_service[signal.service].append(signal)
+    replaced = replaced_pods(signals)
     entries: list[tuple[float, str, str, str | None, tuple[Signal, ...]]] = []
     for service, score in service_scores.items():
         own = sorted(by_service.get(service, []), key=lambda s: s.strength, reverse=True)
@@ -283,10 +315,14 @@ def _rank_pods(signals: Sequence[Signal], service_scores: Mapping[str, float], a
             pod_strength.setdefault(pod, 0.0)
         if not pod_strength:
             pod_strength[""] = 0.0
-        strongest = max(pod_strength.values()) or 1.0
+        live = [strength for pod, strength in pod_strength.items() if pod not in replaced]
+        strongest = max(live or pod_strength.values()) or 1.0
         for pod, strength in pod_strength.items():
-            # The service's score dominates; the pod's own evidence orders pods within the service.
-            pod_score = score * (0.8 + 0.2 * strength / strongest)
+            # The service's score dominates; the pod's own evidence orders pods within the service, and a pod
+            # the rollout replaced comes after the live ones (when the service has any).
+            pod_score = score * (0.8 + 0.2 * min(strength / strongest, 1.0))
+            if pod in replaced and live:
+                pod_score = score * 0.79 * strength / max(pod_strength.values())
             evidence = _diverse(tuple(s for s in own if s.pod in (pod, None)) if pod else tuple(own))
             node = placement.get(pod) or next((s.node for s in evidence if s.node), None)
             entries.append((pod_score, service, pod, node, evidence[:8]))

@@ -155,5 +155,6 @@ def event_signals(report: EventReport, *, service_of_pod: dict[str, str]) -> lis
             start=finding.first,
             summary=f"{finding.kind} event {finding.reason} x{finding.count} on {finding.pod or service}: "
                     f"{finding.message[:120]}",
-            evidence={"type": "event", "kind": finding.kind, "reason": finding.reason, "count": finding.count}))
+            evidence={"type": "event", "kind": finding.kind, "reason": finding.reason, "count": finding.count,
+                      "change": finding.is_change}))
     return signals
