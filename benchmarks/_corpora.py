@@ -54,3 +54,22 @@ def tvdiag_corpus(root: Path) -> Path | None:
     if not any(out.glob("*/incident.json")):
         import_tvdiag(SHARED_TVDIAG, out, overwrite=True)
     return out
+
+
+def by_system(cases: Path, root: Path) -> dict[str, Path]:
+    """The imported TVDiag cases copied into one folder per system, `root/<system>/`, so that each folder is
+    the alert history of its own system (`flipmoe rca --history`); reused when complete."""
+    from flipmoe.telemetry import find_incidents
+
+    groups: dict[str, list[Path]] = {}
+    for directory in find_incidents(cases):
+        groups.setdefault(directory.name.rsplit("-", 1)[0], []).append(directory)
+    out = {}
+    for system, directories in sorted(groups.items()):
+        target = root / system
+        if len(list(target.glob("*/incident.json"))) != len(directories):
+            shutil.rmtree(target, ignore_errors=True)
+            for directory in directories:
+                shutil.copytree(directory, target / directory.name)
+        out[system] = target
+    return out

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _corpora import chaos_corpus, nezha_corpus, tvdiag_corpus
+from _corpora import by_system, chaos_corpus, nezha_corpus, tvdiag_corpus
 
 from data_pipeline.chaos import ChaosConfig
 from director.actors.base import RunSettings
@@ -56,13 +56,16 @@ def rankers(with_model: bool) -> dict:
     return chosen
 
 
-def run_tvdiag(cases: Path) -> None:
+def run_tvdiag(cases: Path, root: Path) -> None:
     """The TVDiag train cases, per system: alert events only, so no ablations; nothing in the shipped path is
-    fitted to these systems, so every figure is out-of-system (leave-one-system-out holds trivially)."""
-    for system in sorted({d.name.rsplit("-", 1)[0] for d in find_incidents(cases)}):
-        incidents = [d for d in find_incidents(cases) if d.name.rsplit("-", 1)[0] == system]
+    fitted to these systems, so every figure is out-of-system (leave-one-system-out holds trivially). The
+    `--history` row gives `rca` the system's other cases as its alert history (their alerts only, no labels;
+    an incident never counts in its own history)."""
+    for system, folder in by_system(cases, root / "tvdiag-systems").items():
+        incidents = find_incidents(folder)
         start = time.perf_counter()
         scores = evaluate(incidents, {"flipmoe rca, no model": director_ranker(settings=RunSettings()),
+                                      "flipmoe rca --history": director_ranker(settings=RunSettings(history=folder)),
                                       "alert count": alert_count_ranker(), "random": random_ranker()})
         print(f"\n== TVDiag {system} (alert events): {len(incidents)} cases, evaluated in "
               f"{time.perf_counter() - start:.0f} s")
@@ -120,7 +123,7 @@ def main() -> None:
             run("real TrainTicket day (Nezha, 28 faults)", nezha, not args.no_model)
         tvdiag = tvdiag_corpus(root)
         if tvdiag is not None:
-            run_tvdiag(tvdiag)
+            run_tvdiag(tvdiag, root)
         if nezha is None or tvdiag is None:
             print("\n(../shared/data not found: the real data sets were skipped)")
 

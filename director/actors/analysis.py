@@ -28,7 +28,7 @@ from director.actors.schemas import (
 from director.report import Evidence, Finding, Gap
 from flipmoe.telemetry.incident import Incident
 from flipmoe.toolkits.diagnose import diagnose
-from flipmoe.toolkits.events import analyse_events
+from flipmoe.toolkits.events import analyse_events, load_alert_history
 from flipmoe.toolkits.localize import Localization, Signal, rank_root_causes
 from flipmoe.toolkits.logs import analyse_logs
 from flipmoe.toolkits.metrics import analyse_metrics, reference_split_time
@@ -189,7 +189,9 @@ def analyse_logs_step(ctx: ActorContext, args: ModalityInput) -> LogsOutput:
 @actor("analyse_events", ModalityInput, EventsOutput, "Kubernetes failure events, deploys and config changes")
 def analyse_events_step(ctx: ActorContext, args: ModalityInput) -> EventsOutput:
     service_of_pod = ctx.index.service_of_pod
-    return _modality_step(ctx, "events", EventsOutput, "events", analyse_events,  # type: ignore[no-any-return]
+    history = load_alert_history(ctx.settings.history) if ctx.settings.history is not None else None
+    return _modality_step(ctx, "events", EventsOutput, "events",  # type: ignore[no-any-return]
+                          lambda incident: analyse_events(incident, history=history),
                           lambda r: event_signals(r, service_of_pod=service_of_pod), lambda r: len(r.findings))
 
 

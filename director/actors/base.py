@@ -83,6 +83,9 @@ class RunSettings:
     """Modalities the run may use (a subset gives the evaluation's ablations); None: all the incident has."""
     learned_ranking: bool = True
     """Re-rank the fusion's candidates with the shipped ranking model (`flipmoe.toolkits.ranking`), if any."""
+    history: Path | None = None
+    """A folder of past incidents of the same system (their alert events; labels never read): alerts are
+    weighed by their rarity there (`flipmoe.toolkits.events.AlertHistory`). None: every alert counts alike."""
 
     def __post_init__(self) -> None:
         known = ("metrics", "traces", "logs", "events")

@@ -59,6 +59,11 @@ class LogsOutput(ModalityOutput):
 class EventsOutput(ModalityOutput):
     report: InstanceOf[EventReport] | None = None
 
+    def brief(self) -> str:
+        # How the alert history weighed the alerts belongs in the runbook record: it changes what counts.
+        weighed = [n for n in self.notes if "alert history" in n]
+        return "; ".join([super().brief(), *weighed])
+
 
 class LocalizeOutput(ActorOutput):
     suspects: list[RootCause] = Field(default_factory=list)

@@ -47,9 +47,26 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, *, default_out: str =
     parser.add_argument("--remote", metavar="URL", help="OpenAI-compatible endpoint that drives the explorer")
     parser.add_argument("--remote-model", default="default", help="model name for --remote")
     parser.add_argument("--runbook", help="a runbook template name or a .flow file, instead of retrieval")
+    add_history_argument(parser)
     parser.add_argument("--generate-runbook", action="store_true",
                         help="let the bundle's code expert write the runbook under the DSL grammar (validated; the "
                              "knowledge base's template when it fails)")
+
+
+def add_history_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--history", metavar="DIR",
+                        help="past incidents of the same system (alert events read, labels never): alerts that fire "
+                             "in many of them count for less than rare ones")
+
+
+def history_path(args: argparse.Namespace) -> Path | None:
+    """`--history` checked before anything slow starts (a bad folder is one line and exit 2)."""
+    from flipmoe.toolkits.events import load_alert_history
+
+    if getattr(args, "history", None) is None:
+        return None
+    load_alert_history(args.history)
+    return Path(args.history)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -101,7 +118,8 @@ def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: P
     from flipmoe.telemetry import read_incident
     from flipmoe.telemetry.incident import Incident
 
-    settings = RunSettings(bundle=bundle, remote_url=args.remote, remote_model=args.remote_model, top=args.top)
+    settings = RunSettings(bundle=bundle, remote_url=args.remote, remote_model=args.remote_model, top=args.top,
+                           history=history_path(args))
     # Read (and so validate) the first incident before anything slow starts: a bad file is reported at once.
     first: Incident | None = None
     code = 0

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import warnings as warnings_module
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,10 @@ def _find_table(directory: Path, table: str) -> Path | None:
     return found[0] if found else None
 
 
-def _read_telemetry(directory: Path, config: TelemetryConfig, warnings: list[str]) -> Telemetry:
+def _read_telemetry(directory: Path, config: TelemetryConfig, warnings: list[str],
+                    only: Sequence[str] | None = None) -> Telemetry:
     tables = {}
-    for name in MODALITIES:
+    for name in MODALITIES if only is None else [m for m in MODALITIES if m in only]:
         path = _find_table(directory, name)
         if path is not None:
             tables[name] = read_table_file(path, name, config=config, warnings=warnings)
@@ -127,8 +129,10 @@ def find_incidents(path: str | Path) -> list[Path]:
     return found
 
 
-def read_incident(path: str | Path, *, config: TelemetryConfig | None = None) -> Incident:
-    """Read an incident directory. Never opens `label.json`."""
+def read_incident(path: str | Path, *, config: TelemetryConfig | None = None,
+                  tables: Sequence[str] | None = None) -> Incident:
+    """Read an incident directory. Never opens `label.json`. `tables` reads only those tables (e.g.
+    `("events",)` for an alert history), without the baseline."""
     directory = Path(path)
     if not directory.is_dir():
         raise FlipmoeInputError("not an incident directory (no such directory)", path=directory)
@@ -139,9 +143,9 @@ def read_incident(path: str | Path, *, config: TelemetryConfig | None = None) ->
     config = config or TelemetryConfig()
     warnings: list[str] = []
     meta = IncidentMeta.from_json(_read_json(meta_path), path=str(meta_path), warnings=warnings)
-    telemetry = _read_telemetry(directory, config, warnings)
+    telemetry = _read_telemetry(directory, config, warnings, tables)
     baseline = None
-    if (directory / BASELINE_DIR).is_dir():
+    if tables is None and (directory / BASELINE_DIR).is_dir():
         baseline = _read_telemetry(directory / BASELINE_DIR, config, warnings)
         if not baseline.modalities:
             warnings.append(f"{directory / BASELINE_DIR}: baseline directory holds no telemetry; ignored")

@@ -3,15 +3,24 @@
 Warnings such as OOMKilled, BackOff or Unhealthy are strong local evidence; changes are evidence
 only in time: a change shortly before the symptoms is a classic cause, but innocent services are
 deployed during incidents too, so a change alone counts for little.
+
+Alerts that other detectors raised are weighed by how rare they are in the system's alert history
+(`AlertHistory`), when one is given: an alert that fires in most incidents of the system is background,
+as every on-call engineer learns, and one that never fired before is news.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pandas as pd
 
+from flipmoe.telemetry import find_incidents, read_incident
 from flipmoe.telemetry.incident import Incident
 from flipmoe.toolkits.vocabulary import SYMPTOM_CATEGORIES, metric_category, text_classes
 
@@ -42,6 +51,78 @@ def _alert_role(kind: str, reason: str) -> str:
     return "cause"
 
 
+AlertKey = tuple[str, str, str, str]
+"""(object, kind, reason, message) of one alert: the pod or service it is on, metric / log / trace, the KPI,
+template or operation, and its direction or status."""
+
+MIN_HISTORY = 5
+"""Fewest other incidents an alert history needs before it weighs anything: below that, a share is noise."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertHistory:
+    """Which alerts fired in which past incidents of a system (no labels: only their alert events).
+
+    An alert's weight is its rarity across the other incidents, `log((n + 1) / (c + 1)) / log(n + 1)` with `c`
+    of the `n` other incidents having raised it: 1 for an alert never seen before, near 0 for one that fires
+    every time. This is the inverse document frequency `localize` uses across services, here across incidents.
+    An incident never counts in its own history (leave-one-out by incident id), so a folder of incidents can
+    serve as the history of each of them.
+    """
+
+    incidents: Mapping[str, frozenset[AlertKey]] = field(default_factory=dict)
+    counts: Mapping[AlertKey, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_incidents(cls, incidents: Iterable[Incident]) -> AlertHistory:
+        seen: dict[str, frozenset[AlertKey]] = {}
+        for incident in incidents:
+            events = incident.events
+            if events is None or events.empty:
+                continue
+            alerts = events[events["kind"].astype(str).str.lower().isin(_ALERT_STRENGTH)]
+            seen[incident.meta.id] = frozenset(_alert_keys(alerts))
+        counts: Counter[AlertKey] = Counter()
+        for keys in seen.values():
+            counts.update(keys)
+        return cls(incidents=seen, counts=dict(counts))
+
+    def others(self, incident_id: str) -> int:
+        """Incidents in the history besides `incident_id`."""
+        return len(self.incidents) - (incident_id in self.incidents)
+
+    def weight(self, key: AlertKey, incident_id: str) -> float:
+        n = self.others(incident_id)
+        if n < MIN_HISTORY:
+            return 1.0
+        c = self.counts.get(key, 0) - (key in self.incidents.get(incident_id, ()))
+        return math.log((n + 1) / (c + 1)) / math.log(n + 1)
+
+
+def load_alert_history(path: str | Path) -> AlertHistory:
+    """The alert history of the incidents under `path` (their events tables only; labels never read), read
+    once per state of the folder (its incidents and their events files' modification times)."""
+    directories = find_incidents(path)
+    stamp = tuple((str(d), _mtime(d)) for d in directories)
+    return _load_history(stamp)
+
+
+def _mtime(directory: Path) -> int:
+    files = [f for f in directory.glob("events.*") if f.is_file()]
+    return max((f.stat().st_mtime_ns for f in files), default=0)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_history(stamp: tuple[tuple[str, int], ...]) -> AlertHistory:
+    return AlertHistory.from_incidents(read_incident(d, tables=("events",)) for d, _ in stamp)
+
+
+def _alert_keys(alerts: pd.DataFrame) -> list[AlertKey]:
+    objects = alerts["pod"].where(alerts["pod"].notna() & (alerts["pod"].astype(str) != ""), alerts["service"])
+    return list(zip(objects.fillna("").astype(str), alerts["kind"].astype(str).str.lower(),
+                    alerts["reason"].fillna("").astype(str), alerts["message"].fillna("").astype(str), strict=True))
+
+
 @dataclass(frozen=True, kw_only=True)
 class EventFinding:
     """One event (or several of the same reason on the same object) in the window."""
@@ -63,6 +144,9 @@ class EventFinding:
     """'cause' (local evidence) or 'symptom' (may have propagated from elsewhere: trace alerts)."""
     distinct: int = 1
     """Distinct alerts (KPIs, templates, operations) the finding stands for."""
+    weighed: float = 1.0
+    """For alerts: the distinct alerts (reason, message) summed by their weight in the alert history (each 1
+    without one); what the finding's strength grows with."""
     alerts: tuple[tuple[str, str], ...] = ()
     """For alerts: each distinct (reason, message), e.g. ('docker_memory_usage_pct', 'up')."""
 
@@ -73,8 +157,9 @@ class EventReport:
     notes: tuple[str, ...]
 
 
-def analyse_events(incident: Incident) -> EventReport:
-    """Failure events and changes inside the incident window, strongest first."""
+def analyse_events(incident: Incident, *, history: AlertHistory | None = None) -> EventReport:
+    """Failure events and changes inside the incident window, strongest first; alerts weighed by their rarity
+    in `history` (the system's past incidents), if given."""
     events = incident.events
     if events is None:
         return EventReport(findings=(), notes=("no events in the incident",))
@@ -90,10 +175,22 @@ def analyse_events(incident: Incident) -> EventReport:
     raised = filled[alerts].assign(role=[_alert_role(k, r) for k, r in zip(filled.loc[alerts, "kind"],
                                                                               filled.loc[alerts, "reason"],
                                                                               strict=True)])
-    findings += _relative([_alert_finding(tuple(str(part) for part in key), group)
+    notes: list[str] = []
+    incident_id = incident.meta.id
+    if history is not None and not raised.empty:
+        if history.others(incident_id) < MIN_HISTORY:
+            notes.append(f"the alert history has {history.others(incident_id)} other incidents (fewer than "
+                         f"{MIN_HISTORY}): alerts are not weighed by it")
+            history = None
+        else:
+            raised = raised.assign(weight=[history.weight(k, incident_id) for k in _alert_keys(raised)])
+            chronic = int((raised["weight"] < math.log(2) / math.log(history.others(incident_id) + 1)).sum())
+            notes.append(f"alerts weighed by their rarity in {history.others(incident_id)} other incidents of the "
+                         f"alert history; {chronic} of {len(raised)} fire in at least half of them")
+    findings += _relative([_alert_finding(tuple(str(part) for part in key), group, history is not None)
                            for key, group in raised.groupby([*keys[:4], "role"], sort=False)])
     findings.sort(key=lambda f: (-f.strength, f.first))
-    return EventReport(findings=tuple(findings), notes=())
+    return EventReport(findings=tuple(findings), notes=tuple(notes))
 
 
 def _finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
@@ -116,25 +213,31 @@ def _relative(findings: list[EventFinding]) -> list[EventFinding]:
     across objects that all raised several alerts, the saturated values would tie, and the object
     that raised 20 would count as much as one that raised 3. So each is scaled by its distinct
     alerts' share of the most any object of the same kind and role raised, on a log scale."""
-    most: dict[tuple[str, str], int] = {}
+    most: dict[tuple[str, str], float] = {}
     for finding in findings:
         key = (finding.kind, finding.role)
-        most[key] = max(most.get(key, 0), finding.distinct)
-    return [replace(finding, strength=finding.strength * math.log1p(finding.distinct)
-                    / math.log1p(most[finding.kind, finding.role])) for finding in findings]
+        most[key] = max(most.get(key, 0.0), finding.weighed)
+    return [replace(finding, strength=finding.strength * math.log1p(finding.weighed)
+                    / math.log1p(most[finding.kind, finding.role]) if most[finding.kind, finding.role] > 0 else 0.0)
+            for finding in findings]
 
 
-def _alert_finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
-    """Every alert of one kind and role on one object, as one finding: the more distinct alerts, the stronger."""
+def _alert_finding(key: tuple[str, ...], group: pd.DataFrame, weighed: bool) -> EventFinding:
+    """Every alert of one kind and role on one object, as one finding: the more distinct alerts, the stronger
+    (each counting by its weight in the alert history when there is one)."""
     service, pod, node, kind, role = key
-    reasons = list(dict.fromkeys(group["reason"].astype(str)))
     base = _ALERT_STRENGTH[kind.lower()]
+    reasons = list(dict.fromkeys(group["reason"].astype(str)))
+    # One weight per distinct reason (KPI, template, operation): its rarest direction or status.
+    weights = group.groupby(group["reason"].astype(str), sort=False)["weight"].max().to_list() if weighed \
+        else [1.0] * len(reasons)
     details = [f"{r} {m}".strip() for r, m in zip(group["reason"].astype(str), group["message"].astype(str),
                                                      strict=True)]
+    strength = 1.0 - math.prod(1.0 - base * w for w in weights)
     return EventFinding(service=service or None, pod=pod or None, node=node or None, kind=f"{kind} alert",
                         reason=", ".join(reasons[:4]) + (f" (+{len(reasons) - 4})" if len(reasons) > 4 else ""),
                         count=len(group), first=group["timestamp"].min(), message="; ".join(details[:6])[:300],
-                        strength=1.0 - (1.0 - base) ** len(reasons), classes=text_classes(" ".join(details)),
-                        is_change=False, role=role, distinct=len(reasons),
+                        strength=strength, classes=text_classes(" ".join(details)),
+                        is_change=False, role=role, distinct=len(reasons), weighed=float(sum(weights)),
                         alerts=tuple(dict.fromkeys(zip(group["reason"].astype(str), group["message"].astype(str),
                                                        strict=True))))
