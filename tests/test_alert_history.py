@@ -103,3 +103,15 @@ def test_rca_and_eval_take_a_history_and_refuse_a_bad_one(history_dir, tmp_path,
 def test_only_the_events_table_is_read_for_a_history(history_dir):
     incident = read_incident(history_dir / "shop-0", tables=("events",))
     assert incident.telemetry.modalities == ["events"] and incident.baseline is None
+
+
+def test_the_served_analyzer_uses_the_history_it_was_started_with(history_dir, tmp_path):
+    from flipmoe.serve.services import DirectorAnalyzer
+
+    stages: list[str] = []
+    plain = DirectorAnalyzer(bundle=None)(history_dir / "shop-5", tmp_path / "plain", stages.append)
+    weighed = DirectorAnalyzer(bundle=None, history=history_dir)(history_dir / "shop-5", tmp_path / "weighed",
+                                                                  stages.append)
+    assert plain["root_causes"][0]["service"] == "db"
+    assert weighed["root_causes"][0]["service"] == "auth"
+    assert (tmp_path / "weighed" / "report.json").is_file()

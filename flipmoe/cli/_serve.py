@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from flipmoe.cli._rca import add_history_argument, history_path
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
     parser.add_argument("--bundle", help="model bundle directory (default: the nano bundle)")
     parser.add_argument("--no-model", action="store_true", help="serve incident analysis only, without experts")
+    add_history_argument(parser)
     parser.add_argument("--data-dir", help="jobs database, uploaded incidents and reports (default "
                                            "$XDG_STATE_HOME/flipmoe/serve, i.e. ~/.local/state/flipmoe/serve)")
     parser.add_argument("--token", help="accepted bearer token(s), comma-separated")
@@ -60,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
         raise FlipmoeInputError(f"listening on {args.host} requires a bearer token",
                                 hint="pass --token or set FLIPMOE_API_TOKENS (or --auth off deliberately)")
+    history = history_path(args)  # a bad folder is reported before Ray starts
     bundle = None
     if not args.no_model:
         from router.bundle import ensure_bundle
@@ -79,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         serve.start(http_options={"host": args.host, "port": args.port})
         # Replicas are sized to the CPUs this Ray has (build_application), so serve.run becomes ready on 2 cores.
         serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas,
-                                    config=args.config_obj),
+                                    config=args.config_obj, history=history),
                   name="flipmoe", route_prefix="/")
         print(f"flipmoe serving on http://{args.host}:{args.port} (bundle: {bundle or 'none'}; auth "
               f"{'on' if settings.auth_required else 'off'}; data in {settings.data_dir}); Ctrl-C stops", flush=True)

@@ -28,13 +28,14 @@ class DirectorAnalyzer:
     not nested tasks, are the unit of parallelism there). One incident at a time per instance.
     """
 
-    def __init__(self, *, bundle: Path | None = None, use_model: bool = True) -> None:
+    def __init__(self, *, bundle: Path | None = None, use_model: bool = True, history: Path | None = None) -> None:
         from director.actors.base import RunSettings
         from director.director import Director
         from director.runtime import LocalExecutor
 
         self.bundle = bundle if use_model else None
-        self.director = Director(LocalExecutor(), settings=RunSettings(bundle=self.bundle))
+        # `history`: past incidents of the served system, whose alerts weigh the incidents' alerts (`--history`).
+        self.director = Director(LocalExecutor(), settings=RunSettings(bundle=self.bundle, history=history))
         self._lock = threading.Lock()
 
     def __call__(self, incident_dir: Path, out_dir: Path, progress: Any) -> dict[str, Any]:
