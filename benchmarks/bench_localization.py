@@ -113,11 +113,17 @@ def main() -> None:
             out = chaos_corpus(root, system, args.per_system, seed=args.seed + 1000 * offset, workers=args.workers)
             run(f"chaos {system}", out, not args.no_model)
         if args.changes:
-            for offset, system in enumerate(s for s in args.systems.split(",") if s):
-                seed = args.seed + 30_000 + 1000 * offset
-                out = chaos_corpus(root / "changes", system, args.changes, seed=seed, workers=args.workers,
-                                   faults=CHANGE_FAULTS, config=ChaosConfig(release_train=3))
-                run_changes(f"chaos {system}, change-induced with 3 innocent deploys (seed {seed})", out)
+            # A release shipped at once (the innocent deploys within a minute of the faulty one, some after it:
+            # "the last change" is mostly wrong), then one spread over 15 minutes (earlier changes of the day
+            # mixed in: the last change is mostly right).
+            for folder, spread, base in (("changes", 60.0, 30_000), ("changes-spread", 900.0, 40_000)):
+                for offset, system in enumerate(s for s in args.systems.split(",") if s):
+                    seed = args.seed + base + 1000 * offset
+                    out = chaos_corpus(root / folder, system, args.changes, seed=seed, workers=args.workers,
+                                       faults=CHANGE_FAULTS,
+                                       config=ChaosConfig(release_train=3, release_spread_s=spread))
+                    run_changes(f"chaos {system}, change-induced with 3 innocent deploys within {spread:.0f} s "
+                                f"(seed {seed})", out)
         nezha = nezha_corpus(root)
         if nezha is not None:
             run("real TrainTicket day (Nezha, 28 faults)", nezha, not args.no_model)

@@ -344,3 +344,18 @@ def test_release_train_is_validated():
 
     with pytest.raises(FlipmoeInputError, match="release_train"):
         ChaosConfig(release_train=9)
+    with pytest.raises(FlipmoeInputError, match="release_spread_s"):
+        ChaosConfig(release_train=3, release_spread_s=5)
+
+
+def test_a_spread_release_train_deploys_before_the_faulty_change():
+    from data_pipeline.chaos import ChaosConfig
+
+    config = ChaosConfig(release_train=3, release_spread_s=900)
+    incident, label = generate_incident("webshop", "code_exception", seed=5, config=config)
+    deploys = incident.events[incident.events["kind"] == "deploy"]
+    faulty = deploys[deploys["service"] == label.service]["timestamp"].min()
+    offsets = (deploys[deploys["service"] != label.service]["timestamp"] - faulty).dt.total_seconds()
+    assert len(offsets) >= 3
+    assert ((offsets >= -930) & (offsets <= 60)).all()
+    assert offsets.min() < -60, "some land well before the faulty change"

@@ -122,6 +122,21 @@ def test_events_toolkit_scores_failures_above_changes():
     assert {f.reason for f in report.findings if f.is_change} == {"Deployed"}
 
 
+def test_changes_count_by_their_recency_before_the_alert():
+    from flipmoe.telemetry import normalise_table
+
+    incident = tiny_incident()  # alert at 10:05
+    minutes = {"front": 1, "db": 3, "api": 4, "cache": 7}
+    events = pd.DataFrame({"timestamp": [START + pd.Timedelta(minutes=m) for m in minutes.values()],
+                           "kind": "deploy", "reason": "Deployed", "service": list(minutes), "pod": None,
+                           "node": None, "message": "new version"})
+    incident.telemetry.events = normalise_table(events, "events", source="e")
+    strength = {f.service: f.strength for f in analyse_events(incident).findings}
+    # The latest change before the alert leads, earlier ones count as 1 / their recency rank, and a change
+    # after the alert (a rollback, a fix) is a response, not a cause.
+    assert strength == pytest.approx({"api": 0.5, "db": 0.25, "front": 0.5 / 3, "cache": 0.1})
+
+
 def test_analysis_works_with_any_subset_of_modalities():
     incident = tiny_incident()
     for modalities in [("metrics",), ("traces",), ("logs",), ("events",), ("metrics", "traces", "logs", "events")]:

@@ -36,6 +36,9 @@ class ChaosConfig:
     """Innocent deploys of this many other services within about a minute of the fault's onset: a release
     that ships several services at once (new pods without history), only one change being faulty when the
     fault is a deploy; 0 disables them."""
+    release_spread_s: float = 60.0
+    """The release train's innocent deploys land between this many seconds before the fault's onset and 30 s
+    after it: 60 is a release shipped at once, a longer spread mixes in the earlier changes of the day."""
     noise: float = 0.04
     """Relative standard deviation of the multiplicative noise on metric samples."""
     load_probes: int = 2
@@ -60,6 +63,7 @@ class ChaosConfig:
         _require(0 < lo <= hi < 0.9, "chaos.fault_offset must be (lo, hi) with 0 < lo <= hi < 0.9")
         _require(0 <= self.red_herrings <= 5, "chaos.red_herrings must be in [0, 5]")
         _require(0 <= self.release_train <= 8, "chaos.release_train must be in [0, 8]")
+        _require(30 <= self.release_spread_s <= 3600, "chaos.release_spread_s must be in [30, 3600]")
         _require(0 <= self.noise <= 0.5, "chaos.noise must be in [0, 0.5]")
         _require(0 <= self.load_probes <= 4, "chaos.load_probes must be in [0, 4]")
 

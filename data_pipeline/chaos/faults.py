@@ -790,14 +790,15 @@ def plan_distractors(ctx: FaultContext, root: str, count: int) -> list[Distracto
     return out
 
 
-def plan_release_train(ctx: FaultContext, root: str, count: int) -> list[Distractor]:
-    """Innocent deploys of `count` other services within about a minute of the onset (a release train)."""
+def plan_release_train(ctx: FaultContext, root: str, count: int, spread_s: float = 60.0) -> list[Distractor]:
+    """Innocent deploys of `count` other services from `spread_s` before the onset to 30 s after it (a release
+    train; about a minute by default)."""
     if count == 0:
         return []
     innocent = [s.name for s in ctx.system.services if s.kind == "service" and s.name != root]
     chosen = ctx.rng.choice(innocent, size=min(count, len(innocent)), replace=False)
     window_lo, window_hi = ctx.timeline.window_start_s + 30, ctx.timeline.end_s - 60
-    return [_innocent_deploy(ctx, str(service), float(np.clip(ctx.onset_s + ctx.rng.uniform(-60, 30),
+    return [_innocent_deploy(ctx, str(service), float(np.clip(ctx.onset_s + ctx.rng.uniform(-spread_s, 30),
                                                                  window_lo, window_hi)))
             for service in chosen]
 

@@ -156,7 +156,7 @@ def _simulate(system: System, fault_name: str, target: str | None, severity: flo
         injected = fault_cls(ctx, service, pod)
         injected.plan()
         distractors = plan_distractors(ctx, injected.service, config.red_herrings)
-        distractors += plan_release_train(ctx, injected.service, config.release_train)
+        distractors += plan_release_train(ctx, injected.service, config.release_train, config.release_spread_s)
         cond = Conditions.neutral(timeline.n_buckets, len(cluster.pods), len(system.services), len(system.nodes))
         cond.disk_fill[:] = rng.uniform(0.15, 0.6, len(cluster.pods))
         injected.apply(cond)

@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--release-train", type=int, default=0, metavar="K",
                           help="innocent deploys of K other services within a minute of the fault (default 0): "
                                "change-induced incidents with distractor changes")
+    generate.add_argument("--release-spread", type=float, default=60.0, metavar="SECONDS",
+                          help="the release train's deploys land from SECONDS before the fault to 30 s after it "
+                               "(default 60: shipped at once; longer mixes in earlier changes)")
     generate.set_defaults(handler=_generate)
 
 
@@ -55,7 +58,7 @@ def _generate(args: argparse.Namespace) -> int:
     from data_pipeline.chaos.config import ChaosConfig
     from data_pipeline.chaos.generate import generate_corpus
 
-    config = ChaosConfig(release_train=args.release_train)
+    config = ChaosConfig(release_train=args.release_train, release_spread_s=args.release_spread)
     started = time.perf_counter()
     paths = generate_corpus(args.system, args.faults, seed=args.seed, out=args.out, faults=args.fault,
                             workers=args.workers, window_minutes=args.window_minutes, config=config)

@@ -1,8 +1,9 @@
 """Events toolkit: Kubernetes events and change records (deploys, config changes) in the window.
 
 Warnings such as OOMKilled, BackOff or Unhealthy are strong local evidence; changes are evidence
-only in time: a change shortly before the symptoms is a classic cause, but innocent services are
-deployed during incidents too, so a change alone counts for little.
+only in time: the last change before the alert is a classic cause, earlier ones less so, and one after the
+alert is a response to it (`_by_recency`); innocent services are deployed during incidents too, so a
+change alone never decides.
 
 Alerts that other detectors raised are weighed by how rare they are in the system's alert history
 (`AlertHistory`), when one is given: an alert that fires in most incidents of the system is background,
@@ -33,7 +34,13 @@ _FAILURE_REASONS = {
     "evictionthresholdmet": 0.8, "nodehasdiskpressure": 0.8, "nodehasinsufficientmemory": 0.8,
 }
 _CHANGE_KINDS = {"deploy", "config_change", "change", "rollout", "release"}
-_CHANGE_STRENGTH = 0.35
+# A change counts by where it sits in time: "what changed last before it broke?" is the first question of
+# every on-call engineer. The latest change before the alert counts like a failure event of middling
+# strength (a coin flip that it is the culprit); each earlier one less, as 1 / its recency rank (a
+# Zipf prior over recency); a change after the alert is a response to it (a rollback, a restart, a fix),
+# not its cause. Telemetry still decides: a change only adds to its service's own evidence.
+_LATEST_CHANGE = 0.5
+_AFTER_ALERT = 0.1
 # Alerts other detectors already raised (`kind` metric / log / trace; e.g. `flipmoe import tvdiag`): each
 # distinct alert on an object is evidence, and several together are stronger (noisy-or). A trace alert is
 # seen where a call was slow or failed, which its callers' faults can cause too: a symptom, not a cause.
@@ -170,8 +177,8 @@ def analyse_events(incident: Incident, *, history: AlertHistory | None = None) -
     filled = inside.fillna({"service": "", "pod": "", "node": "", "message": ""})
     alerts = filled["kind"].str.lower().isin(_ALERT_STRENGTH)
     keys = ["service", "pod", "node", "kind", "reason"]
-    findings = [_finding(tuple(str(part) for part in key), group)
-                for key, group in filled[~alerts].groupby(keys, sort=False)]
+    findings = _by_recency([_finding(tuple(str(part) for part in key), group)
+                            for key, group in filled[~alerts].groupby(keys, sort=False)], incident.meta.alert_time)
     raised = filled[alerts].assign(role=[_alert_role(k, r) for k, r in zip(filled.loc[alerts, "kind"],
                                                                               filled.loc[alerts, "reason"],
                                                                               strict=True)])
@@ -198,12 +205,23 @@ def _finding(key: tuple[str, ...], group: pd.DataFrame) -> EventFinding:
     message = str(group["message"].iloc[0])
     classes = text_classes(f"{reason} {message}")
     is_change = kind.lower() in _CHANGE_KINDS
-    strength = _CHANGE_STRENGTH if is_change else _FAILURE_REASONS.get(reason.lower().replace(" ", ""), 0.0)
+    strength = _LATEST_CHANGE if is_change else _FAILURE_REASONS.get(reason.lower().replace(" ", ""), 0.0)
     if not is_change and strength == 0.0 and classes - {"deploy"}:
         strength = 0.5  # an unfamiliar reason whose text still names a failure
     return EventFinding(service=service or None, pod=pod or None, node=node or None, kind=kind, reason=reason,
                         count=len(group), first=group["timestamp"].min(), message=message[:300],
                         strength=strength, classes=classes, is_change=is_change)
+
+
+def _by_recency(findings: list[EventFinding], alert_time: pd.Timestamp | None) -> list[EventFinding]:
+    """Change findings with strengths by recency: the latest change at or before the alert `_LATEST_CHANGE`,
+    the k-th latest `_LATEST_CHANGE / k`, a change after the alert `_AFTER_ALERT` (no alert time: every
+    change counts as before it)."""
+    before = sorted({f.first for f in findings if f.is_change and (alert_time is None or f.first <= alert_time)},
+                    reverse=True)
+    rank = {t: position for position, t in enumerate(before, start=1)}
+    return [replace(f, strength=_LATEST_CHANGE / rank[f.first] if f.first in rank else _AFTER_ALERT)
+            if f.is_change else f for f in findings]
 
 
 def _relative(findings: list[EventFinding]) -> list[EventFinding]:
