@@ -66,7 +66,7 @@ def history_path(args: argparse.Namespace) -> Path | None:
     if getattr(args, "history", None) is None:
         return None
     load_alert_history(args.history)
-    return Path(args.history)
+    return Path(args.history).resolve()  # the steps may run in Ray workers with another working directory
 
 
 def _run(args: argparse.Namespace) -> int:

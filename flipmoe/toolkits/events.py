@@ -152,8 +152,8 @@ class EventFinding:
     distinct: int = 1
     """Distinct alerts (KPIs, templates, operations) the finding stands for."""
     weighed: float = 1.0
-    """For alerts: the distinct alerts (reason, message) summed by their weight in the alert history (each 1
-    without one); what the finding's strength grows with."""
+    """For alerts: the distinct alerts (reasons) summed by their weight in the alert history (each 1 without
+    one); what the finding's strength grows with."""
     alerts: tuple[tuple[str, str], ...] = ()
     """For alerts: each distinct (reason, message), e.g. ('docker_memory_usage_pct', 'up')."""
 
