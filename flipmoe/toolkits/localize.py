@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from flipmoe.toolkits.findings import MetricPattern
 from flipmoe.toolkits.rootcause import RootCause, evidence_of
 
 Role = Literal["cause", "symptom"]
@@ -290,7 +291,7 @@ def replaced_pods(signals: Sequence[Signal]) -> set[str]:
         since = changed.get(signal.service)
         if since is None or not signal.pod or signal.start is None:
             continue
-        gone = signal.evidence.get("pattern") == "missing_data" or (
+        gone = signal.evidence.get("pattern") == MetricPattern.MISSING_DATA.value or (
             signal.modality == "events" and str(signal.evidence.get("reason", "")).lower() in _GONE_REASONS)
         if gone and since <= signal.start <= since + _ROLLOUT_SPAN:
             replaced.add(signal.pod)
