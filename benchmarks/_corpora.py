@@ -73,3 +73,20 @@ def by_system(cases: Path, root: Path) -> dict[str, Path]:
                 shutil.copytree(directory, target / directory.name)
         out[system] = target
     return out
+
+
+def history_sample(folder: Path, k: int, root: Path, *, seed: int = 0) -> tuple[Path, list[Path]]:
+    """`k` cases of `folder` drawn with `seed`, copied into `root` as a history, and the other cases to test on
+    (none of them in that history); reused when complete."""
+    import random
+
+    from flipmoe.telemetry import find_incidents
+
+    cases = find_incidents(folder)
+    chosen = sorted(random.Random(seed).sample(cases, min(k, len(cases) - 1)))
+    if len(list(root.glob("*/incident.json"))) != len(chosen):
+        shutil.rmtree(root, ignore_errors=True)
+        for directory in chosen:
+            shutil.copytree(directory, root / directory.name)
+    picked = {d.name for d in chosen}
+    return root, [d for d in cases if d.name not in picked]

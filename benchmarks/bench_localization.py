@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _corpora import by_system, chaos_corpus, nezha_corpus, tvdiag_corpus
+from _corpora import by_system, chaos_corpus, history_sample, nezha_corpus, tvdiag_corpus
 
 from data_pipeline.chaos import ChaosConfig
 from director.actors.base import RunSettings
@@ -70,6 +70,14 @@ def run_tvdiag(cases: Path, root: Path) -> None:
         print(f"\n== TVDiag {system} (alert events): {len(incidents)} cases, evaluated in "
               f"{time.perf_counter() - start:.0f} s")
         print(format_table(scores))
+        # How long a history is needed: k cases drawn (seed 0) as the history, the others scored against it.
+        sizes = []
+        for k in (5, 10, 20, 50):
+            history, rest = history_sample(folder, k, root / "tvdiag-history" / f"{system}-{k}")
+            rank = director_ranker(settings=RunSettings(history=history))
+            hits = evaluate(rest, {"rca --history": rank})["rca --history"].summary()["service_A@1"]
+            sizes.append(f"{k}: {hits:.3f} (n={len(rest)})")
+        print(f"service A@1 with a history of k other cases: {', '.join(sizes)}")
 
 
 CHANGE_FAULTS = ["code_exception", "code_wrong_result", "bad_config"]
