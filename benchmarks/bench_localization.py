@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from _corpora import by_system, chaos_corpus, history_sample, nezha_corpus, tvdiag_corpus
@@ -25,6 +28,7 @@ from _corpora import by_system, chaos_corpus, history_sample, nezha_corpus, tvdi
 from data_pipeline.chaos import ChaosConfig
 from director.actors.base import RunSettings
 from eval.localization import (
+    Scores,
     ablation_rankers,
     alert_count_ranker,
     baro_ranker,
@@ -35,7 +39,18 @@ from eval.localization import (
     random_ranker,
     zscore_ranker,
 )
+from eval.train_diagnosis import (
+    DiagnosisTrainingConfig,
+    Sample,
+    collect_labelled_samples,
+    collect_samples,
+    held_out_model,
+    load_samples,
+    save_samples,
+    stratified_folds,
+)
 from flipmoe.telemetry import find_incidents
+from flipmoe.toolkits.diagnose import DiagnosisModel
 from router.bundle import packaged_bundle
 
 
@@ -82,6 +97,67 @@ def run_tvdiag(cases: Path, root: Path) -> None:
 
 CHANGE_FAULTS = ["code_exception", "code_wrong_result", "bad_config"]
 """Faults a deploy or a config change brings in."""
+
+
+def run_fault_types(root: Path, systems: dict[str, tuple[Path, bool]]) -> None:
+    """Fault-type diagnosis of the real systems, each through `rca` with a model that never saw its
+    labels: trained on chaos alone (the recipe before real data), on chaos and the *other* real systems
+    (leave-one-system-out: what a system nobody labelled gets), on the system's other folds alone and on
+    all of these together (5-fold within the system, 4 for the TrainTicket day: what a team with labelled
+    past incidents gets from `flipmoe train diagnosis --incidents`, with and without `--no-chaos`).
+    `systems`: name -> (folder, analyse with the folder as the alert history). The samples (features at
+    the top suspect, as `rca` computes them) are collected once and cached under `root`."""
+    chaos_file = root / "diagnosis-samples" / "chaos.jsonl"
+    if not chaos_file.is_file():
+        save_samples(collect_samples(DiagnosisTrainingConfig())[0], chaos_file)
+    chaos = load_samples(chaos_file)
+    real: dict[str, list] = {}
+    for name, (folder, history) in systems.items():
+        cached = root / "diagnosis-samples" / f"{name}.jsonl"
+        if not cached.is_file():
+            save_samples(collect_labelled_samples([folder], history_from_folder=history)[0], cached)
+        real[name] = [replace(sample, system=name) for sample in load_samples(cached)]
+    models = root / "diagnosis-models"
+    models.mkdir(parents=True, exist_ok=True)
+    print(f"\n== fault type on real systems: {len(chaos)} chaos samples, "
+          f"{', '.join(f'{name} {len(samples)}' for name, samples in real.items())} real samples")
+    for name, (folder, history) in systems.items():
+        others = [sample for other, samples in real.items() if other != name for sample in samples]
+        held_out_fault_types(name, folder, history, chaos, others, real[name], models)
+
+
+def held_out_fault_types(name: str, folder: Path, history: bool, chaos: list[Sample], others: list[Sample],
+                         own: list[Sample], models: Path) -> None:
+    """One real system's rows of `run_fault_types`."""
+    paths = {path.name: path for path in find_incidents(folder)}
+    start = time.perf_counter()
+
+    def through_rca(model: DiagnosisModel, file: str, ids: Iterable[str]) -> Scores:
+        path = model.save(models / f"{name}-{file}.json")
+        ranker = director_ranker(settings=RunSettings(history=folder if history else None, diagnosis_model=path))
+        return evaluate([paths[i] for i in sorted(ids) if i in paths], {"rca": ranker})["rca"]
+
+    rows = {"chaos only": through_rca(held_out_model(chaos, lambda s: False), "chaos", paths),
+            "chaos + other systems": through_rca(held_out_model(chaos + others, lambda s: False), "loso", paths)}
+    alone, pooled, majority = Scores(), Scores(), []
+    for k, fold in enumerate(stratified_folds(own, 4 if len(own) < 40 else 5)):
+        def held_out(s: Sample, fold: set[str] = fold) -> bool:
+            return s.system == name and s.incident in fold
+
+        alone.extend(through_rca(held_out_model(own, held_out), f"own{k}", fold))
+        pooled.extend(through_rca(held_out_model(chaos + others + own, held_out), f"pooled{k}", fold))
+        seen = Counter(s.fault_type for s in own if s.incident not in fold).most_common(1)[0][0]
+        majority += [s.fault_type == seen for s in own if s.incident in fold]
+    rows["its other folds alone"] = alone
+    rows["all of these"] = pooled
+    print(f"\n{name}: {len(paths)} incidents ({time.perf_counter() - start:.0f} s); service A@1 is the same in "
+          f"every row, only the fault type differs")
+    print(f"{'trained on':<24} {'svc@1':>7} {'type acc':>9} {'type F1':>8}")
+    for label, scores in rows.items():
+        summary = scores.summary()
+        print(f"{label:<24} {summary['service_A@1']:>7.3f} {summary['fault_type_accuracy']:>9.3f} "
+              f"{summary['fault_type_macro_f1']:>8.3f}")
+    print(f"{'majority type (folds)':<24} {'':>7} {sum(majority) / max(len(majority), 1):>9.3f}")
 
 
 def run_changes(name: str, directory: Path) -> None:
@@ -138,6 +214,12 @@ def main() -> None:
         tvdiag = tvdiag_corpus(root)
         if tvdiag is not None:
             run_tvdiag(tvdiag, root)
+        if nezha is not None or tvdiag is not None:
+            systems = {"trainticket": (nezha, False)} if nezha is not None else {}
+            if tvdiag is not None:
+                systems.update({name: (folder, True)
+                                for name, folder in by_system(tvdiag, root / "tvdiag-systems").items()})
+            run_fault_types(root, systems)
         if nezha is None or tvdiag is None:
             print("\n(../shared/data not found: the real data sets were skipped)")
 

@@ -39,6 +39,8 @@ class Scores:
     service_ranks: list[int | None] = field(default_factory=list)
     pod_ranks: list[int | None] = field(default_factory=list)
     fault_hits: list[bool] = field(default_factory=list)
+    fault_pairs: list[tuple[str, str | None]] = field(default_factory=list)
+    """(labelled, diagnosed) fault type of each incident."""
     seconds: list[float] = field(default_factory=list)
     failures: int = 0
 
@@ -47,7 +49,17 @@ class Scores:
         if label.pod:
             self.pod_ranks.append(rank_of(label.pod, [e.get("pod") for e in ranking]))
         self.fault_hits.append(fault_type == label.fault_type)
+        self.fault_pairs.append((label.fault_type, fault_type))
         self.seconds.append(seconds)
+
+    def extend(self, other: Scores) -> None:
+        """Add another run's scores (e.g. the next cross-validation fold's)."""
+        self.service_ranks += other.service_ranks
+        self.pod_ranks += other.pod_ranks
+        self.fault_hits += other.fault_hits
+        self.fault_pairs += other.fault_pairs
+        self.seconds += other.seconds
+        self.failures += other.failures
 
     def summary(self) -> dict[str, float | int | None]:
         out: dict[str, float | int | None] = {"incidents": len(self.service_ranks), "failures": self.failures}
@@ -56,9 +68,22 @@ class Scores:
                 out[f"{level}_A@{k}"] = accuracy_at(ranks, k)
             out[f"{level}_MRR"] = mean_reciprocal_rank(ranks)
         out["fault_type_accuracy"] = float(np.mean(self.fault_hits)) if self.fault_hits else None
+        out["fault_type_macro_f1"] = macro_f1(self.fault_pairs)
         out["seconds_p50"] = float(np.percentile(self.seconds, 50)) if self.seconds else None
         out["seconds_p95"] = float(np.percentile(self.seconds, 95)) if self.seconds else None
         return out
+
+
+def macro_f1(pairs: Sequence[tuple[str, str | None]]) -> float | None:
+    """F1 of each fault type that occurs in the labels, averaged (a wrong guess of a type that never
+    occurs still lowers the recall of the true type); None when the ranker diagnoses nothing."""
+    if not pairs or all(predicted is None for _, predicted in pairs):
+        return None
+    from sklearn.metrics import f1_score
+
+    truth = [t for t, _ in pairs]
+    predicted = [p or "" for _, p in pairs]
+    return float(f1_score(truth, predicted, labels=sorted(set(truth)), average="macro", zero_division=0))
 
 
 def _distinct(items: Sequence[Any]) -> list[Any]:
@@ -140,8 +165,9 @@ def iter_rows(scores: Mapping[str, Scores]) -> Iterator[tuple[str, dict[str, flo
 def format_table(scores: Mapping[str, Scores]) -> str:
     """A fixed-width table: one row per ranker."""
     columns = ["incidents", *(f"service_A@{k}" for k in KS), "service_MRR", *(f"pod_A@{k}" for k in KS),
-               "fault_type_accuracy", "seconds_p50", "seconds_p95"]
-    header = ["ranker", "n", "svc@1", "svc@3", "svc@5", "svcMRR", "pod@1", "pod@3", "pod@5", "type", "p50 s", "p95 s"]
+               "fault_type_accuracy", "fault_type_macro_f1", "seconds_p50", "seconds_p95"]
+    header = ["ranker", "n", "svc@1", "svc@3", "svc@5", "svcMRR", "pod@1", "pod@3", "pod@5", "type", "type F1",
+              "p50 s", "p95 s"]
     lines = ["  ".join(f"{h:>7}" if i else f"{h:<26}" for i, h in enumerate(header))]
     for name, summary in iter_rows(scores):
         cells = [name] + [_cell(summary[c]) for c in columns]

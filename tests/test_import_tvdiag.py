@@ -82,6 +82,13 @@ def test_split_selects_cases(tmp_path):
     assert [p.name for p in written] == ["shop-9"]
 
 
+def test_per_system_folders_each_hold_one_system(tmp_path):
+    written = import_tvdiag(write_release(tmp_path / "release"), tmp_path / "out", per_system=True)
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in written) == sorted(
+        f"{p.name.rsplit('-', 1)[0]}/{p.name}" for p in written)
+    assert {p.parent.name for p in written} == {"gaia", "shop"}
+
+
 def test_rca_and_eval_localization_work_on_alert_events(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["import", "tvdiag", str(write_release(tmp_path / "release")), "--out", str(out)]) == 0

@@ -27,7 +27,7 @@ from director.actors.schemas import (
 )
 from director.report import Evidence, Finding, Gap
 from flipmoe.telemetry.incident import Incident
-from flipmoe.toolkits.diagnose import diagnose
+from flipmoe.toolkits.diagnose import MODEL_PATH, diagnose
 from flipmoe.toolkits.events import analyse_events, load_alert_history
 from flipmoe.toolkits.localize import Localization, Signal, rank_root_causes
 from flipmoe.toolkits.logs import analyse_logs
@@ -353,7 +353,8 @@ def diagnose_step(ctx: ActorContext, args: DiagnoseInput) -> DiagnoseOutput:
         return getattr(output, "report", None)
 
     result = diagnose(cause, metrics=report(args.metrics), traces=report(args.traces), logs=report(args.logs),
-                      events=report(args.events), topology=ctx.incident.topology, callers=callers)
+                      events=report(args.events), topology=ctx.incident.topology, callers=callers,
+                      model_path=ctx.settings.diagnosis_model or MODEL_PATH)
     if result is None:
         return DiagnoseOutput(service=cause.service)
     return DiagnoseOutput(service=cause.service, fault_type=result.fault_type, confidence=round(result.confidence, 4),

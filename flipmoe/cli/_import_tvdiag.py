@@ -25,6 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write the incidents into")
     parser.add_argument("--split", choices=("train", "test", "all"), default="all",
                         help="the label.csv data_type to import (default: all)")
+    parser.add_argument("--per-system", action="store_true",
+                        help="write DIR/<system>/<system>-<index>/: one folder per system, each usable as that "
+                             "system's alert history (rca --history)")
     parser.add_argument("--overwrite", action="store_true", help="replace incident directories that exist")
     parser.set_defaults(handler=_run)
 
@@ -37,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
 
     failures: list[str] = []
     written = import_tvdiag(args.root, args.out, split=args.split, overwrite=args.overwrite,
-                            progress=lambda line: print(line, flush=True), failures=failures)
+                            progress=lambda line: print(line, flush=True), failures=failures,
+                            per_system=args.per_system)
     print(f"imported {len(written)} case(s) into {args.out}")
     for failure in failures:
         print(f"flipmoe: error: {failure}", file=sys.stderr)

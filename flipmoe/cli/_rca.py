@@ -48,6 +48,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, *, default_out: str =
     parser.add_argument("--remote-model", default="default", help="model name for --remote")
     parser.add_argument("--runbook", help="a runbook template name or a .flow file, instead of retrieval")
     add_history_argument(parser)
+    add_diagnosis_model_argument(parser)
     parser.add_argument("--generate-runbook", action="store_true",
                         help="let the bundle's code expert write the runbook under the DSL grammar (validated; the "
                              "knowledge base's template when it fails)")
@@ -57,6 +58,22 @@ def add_history_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history", metavar="DIR",
                         help="past incidents of the same system (alert events read, labels never): alerts that fire "
                              "in many of them count for less than rare ones")
+
+
+def add_diagnosis_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--diagnosis-model", metavar="FILE",
+                        help="a fault-type model written by 'flipmoe train diagnosis --out FILE', e.g. one fitted "
+                             "to your system's labelled incidents (default: the shipped one)")
+
+
+def diagnosis_model_path(args: argparse.Namespace) -> Path | None:
+    """`--diagnosis-model` checked before anything slow starts (a bad file is one line and exit 2)."""
+    from flipmoe.toolkits.diagnose import read_model
+
+    if getattr(args, "diagnosis_model", None) is None:
+        return None
+    read_model(args.diagnosis_model)
+    return Path(args.diagnosis_model).resolve()  # the steps may run in Ray workers with another working directory
 
 
 def history_path(args: argparse.Namespace) -> Path | None:
@@ -119,7 +136,7 @@ def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: P
     from flipmoe.telemetry.incident import Incident
 
     settings = RunSettings(bundle=bundle, remote_url=args.remote, remote_model=args.remote_model, top=args.top,
-                           history=history_path(args))
+                           history=history_path(args), diagnosis_model=diagnosis_model_path(args))
     # Read (and so validate) the first incident before anything slow starts: a bad file is reported at once.
     first: Incident | None = None
     code = 0

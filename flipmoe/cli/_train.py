@@ -29,13 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_train_router(commands)
     register_train_detector(commands)
     diagnosis = commands.add_parser(
-        "diagnosis", help="fit the learned fault-type diagnosis on chaos-gym incidents",
+        "diagnosis", help="fit the learned fault-type diagnosis on chaos-gym and labelled real incidents",
         description="Simulate chaos-gym incidents of the given systems (fault types round-robin over the 16 of the "
                     "taxonomy), run the analysis path on each, read the diagnosis features at its top suspect and "
                     "fit a multinomial logistic regression (C and the weight of the hand-written prototypes chosen "
                     "by cross-validation on the training incidents). Writes the weights and a training card as "
                     "JSON. Incident i of the k-th system uses seed S + 10000 k + i; seeds from 600000 on are "
-                    "reserved for evaluation and refused.")
+                    "reserved for evaluation and refused. Labelled incident folders (--incidents) are analysed as "
+                    "'flipmoe rca' does and pooled with the chaos incidents; every system and fault type weigh alike.")
     # Defaults live in DiagnosisTrainingConfig (imported only when the command runs, to keep --help fast).
     diagnosis.add_argument("--per-system", metavar="N[,N...]",
                            help="incidents per system, one number for all or one per system in --systems order "
@@ -44,6 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="comma-separated chaos systems (default webshop,ticketing,random)")
     diagnosis.add_argument("--seed", type=int, metavar="S", help="first training seed (default 100000)")
     diagnosis.add_argument("--workers", type=int, metavar="W", help="parallel processes (default 2)")
+    diagnosis.add_argument("--no-chaos", action="store_true",
+                           help="simulate no chaos incidents: train on the --incidents alone")
+    diagnosis.add_argument("--incidents", action="append", default=[], metavar="DIR",
+                           help="labelled incidents, or folders of them (repeatable): imported real incidents "
+                                "(flipmoe import nezha|tvdiag) or your own post-mortems with a label.json each")
+    diagnosis.add_argument("--history-from-folder", action="store_true",
+                           help="analyse each --incidents folder's incidents with that folder as their alert "
+                                "history, as 'flipmoe rca --history FOLDER' does")
+    diagnosis.add_argument("--save-samples", metavar="FILE",
+                           help="also write the collected features and labels as JSON lines")
+    diagnosis.add_argument("--from-samples", metavar="FILE",
+                           help="fit samples written by --save-samples, without simulating or analysing anything")
     diagnosis.add_argument("--out", metavar="PATH",
                            help="where to write the model (default: the shipped "
                                 "flipmoe/toolkits/diagnosis_model.json)")
@@ -101,25 +114,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _diagnosis(args: argparse.Namespace) -> int:
     from eval.train_diagnosis import DiagnosisTrainingConfig, train_diagnosis
+    from flipmoe.errors import FlipmoeInputError
+    from flipmoe.telemetry import find_incidents
     from flipmoe.toolkits.diagnose import MODEL_PATH
 
+    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip()) if args.systems else None
     overrides = {"per_system": _counts(args.per_system) if args.per_system else None, "seed": args.seed,
-                 "workers": args.workers,
-                 "systems": tuple(s.strip() for s in args.systems.split(",") if s.strip()) if args.systems else None}
+                 "workers": args.workers, "systems": () if args.no_chaos else systems,
+                 "incidents": tuple(Path(d) for d in args.incidents) or None,
+                 "history_from_folder": args.history_from_folder or None}
+    if args.no_chaos:
+        overrides["per_system"] = ()
+    for folder in args.incidents:  # a bad folder fails here, before minutes of simulation
+        find_incidents(folder)
+    if args.from_samples and (args.incidents or args.save_samples):
+        raise FlipmoeInputError("--from-samples fits saved samples; it takes no --incidents or --save-samples")
     config = DiagnosisTrainingConfig(**{k: v for k, v in overrides.items() if v is not None})
     out = args.out or MODEL_PATH
-    command = "flipmoe train diagnosis " + " ".join(
-        shlex.quote(a) for a in ("--per-system", ",".join(map(str, config.per_system)),
-                                 "--systems", ",".join(config.systems),
-                                 "--seed", str(config.seed)))
+    words = ["--from-samples", args.from_samples] if args.from_samples else [
+        *(["--no-chaos"] if args.no_chaos else ["--per-system", ",".join(map(str, config.per_system)),
+                                                "--systems", ",".join(config.systems), "--seed", str(config.seed)]),
+        *(w for d in args.incidents for w in ("--incidents", d)),
+        *(["--history-from-folder"] if args.history_from_folder else [])]
+    command = "flipmoe train diagnosis " + " ".join(shlex.quote(w) for w in words)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     started = time.perf_counter()
-    model = train_diagnosis(config, out=out, command=command, progress=progress)
+    model = train_diagnosis(config, out=out, command=command, progress=progress, samples_out=args.save_samples,
+                            samples_in=args.from_samples)
     cv = model.card["cross_validation"]
     print(f"wrote {out} in {time.perf_counter() - started:.0f} s: {model.card['incidents']} incidents, "
           f"{len(model.classes)} fault types, C={cv['chosen_C']:g}, prior weight {cv['chosen_prior_weight']:g}")
     for name in ("prototypes", "learned", "combined"):
         print(f"  cross-validated {name:<10} accuracy {cv[name]['accuracy']:.3f}  macro-F1 {cv[name]['macro_f1']:.3f}")
+    for system, row in cv.get("leave_one_system_out", {}).items():
+        print(f"  trained without {system:<12} accuracy {row['combined']['accuracy']:.3f}  "
+              f"macro-F1 {row['combined']['macro_f1']:.3f} on it")
     return 0
 
 

@@ -187,8 +187,10 @@ def _case_incident(case: Case) -> tuple[Incident, Label]:
 
 
 def import_tvdiag(root: str | Path, out: str | Path, *, split: str = "all", overwrite: bool = False,
-                  progress: Callable[[str], None] | None = None, failures: list[str] | None = None) -> list[Path]:
-    """Write every case of `split` as `out/<system>-<index>/`; returns the directories written.
+                  progress: Callable[[str], None] | None = None, failures: list[str] | None = None,
+                  per_system: bool = False) -> list[Path]:
+    """Write every case of `split` as `out/<system>-<index>/` (`out/<system>/<system>-<index>/` with
+    `per_system`, so each system's folder can be its own alert history); returns the directories written.
 
     A system or case that cannot be imported (an unreadable file, a malformed alert, an unmapped fault type,
     an existing directory) is appended to `failures` (raised when no list is given); the rest is written."""
@@ -209,7 +211,8 @@ def import_tvdiag(root: str | Path, out: str | Path, *, split: str = "all", over
         for case in cases:
             try:
                 incident, label = case_incident(case)
-                written.append(write_incident(incident, out / incident.meta.id, label=label, overwrite=overwrite))
+                folder = out / case.system if per_system else out
+                written.append(write_incident(incident, folder / incident.meta.id, label=label, overwrite=overwrite))
             except FlipmoeInputError as err:
                 failed(f"{case.system} case {case.index}", err)
                 continue

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry.incident import Topology
 from flipmoe.telemetry.taxonomy import FAULT_TYPES
 from flipmoe.toolkits.events import EventReport
@@ -204,6 +205,22 @@ def load_model(path: str | Path = MODEL_PATH) -> DiagnosisModel | None:
     except OSError:
         return None
     return _load_model(str(path), stamp)
+
+
+def read_model(path: str | Path) -> DiagnosisModel:
+    """The model at a path a user named: unlike `load_model`, a missing or unusable file is an error."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise FlipmoeInputError(f"cannot read the diagnosis model ({err.strerror or err})", path=path) from None
+    except ValueError as err:
+        raise FlipmoeInputError(f"the diagnosis model is not JSON ({err})", path=path) from None
+    try:
+        return DiagnosisModel.from_json(data)
+    except (ValueError, KeyError, TypeError) as err:
+        raise FlipmoeInputError(f"not a diagnosis model ({type(err).__name__}: {err})", path=path,
+                                hint="write one with 'flipmoe train diagnosis --out FILE'") from None
 
 
 @lru_cache(maxsize=8)
