@@ -156,3 +156,27 @@ def test_written_weights_score_like_the_fitted_pipeline(types):
     z_NK = x_NF @ coef_KF.T + intercept_K
     log_p_NK = z_NK - np.log(np.exp(z_NK).sum(1, keepdims=True))
     assert log_p_NK == pytest.approx(pipeline.predict_log_proba(x_NF), abs=1e-9)
+
+
+def test_the_served_analyzer_uses_the_diagnosis_model_it_was_started_with(labelled, tmp_path):
+    from flipmoe.serve.services import DirectorAnalyzer
+
+    samples, _ = collect_labelled_samples([labelled])
+    # A one-sided model: whatever the evidence, it says dns_failure (cpu_hog's intercept far below).
+    model = held_out_model(samples, lambda s: False, c_grid=(1.0,), folds=2)
+    model = type(model)(classes=model.classes, feature_names=model.feature_names, coef_KF=model.coef_KF * 0,
+                        intercept_K=np.array([-50.0, 50.0]) if model.classes[1] == "dns_failure"
+                        else np.array([50.0, -50.0]))
+    path = model.save(tmp_path / "always-dns.json")
+    incident = sorted(p for p in labelled.iterdir() if p.is_dir())[0]
+    summary = DirectorAnalyzer(bundle=None, diagnosis_model=path)(incident, tmp_path / "served", lambda stage: None)
+    assert summary["root_causes"][0]["fault_type"] == "dns_failure"
+
+
+def test_serve_refuses_a_bad_diagnosis_model_before_starting(tmp_path, capsys):
+    from flipmoe.cli import main
+
+    assert main(["serve", "--diagnosis-model", str(tmp_path / "missing.json"), "--no-model",
+                 "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diagnosis model" in err[0]

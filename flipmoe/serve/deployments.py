@@ -60,9 +60,11 @@ def deployment_cpus(available: float, *, director_replicas: int = 1, with_models
 class Director:
     """Runs incidents through the Director / Actor runtime; the runtime stays warm between incidents."""
 
-    def __init__(self, bundle: str | None, use_model: bool = True, history: str | None = None) -> None:
+    def __init__(self, bundle: str | None, use_model: bool = True, history: str | None = None,
+                 diagnosis_model: str | None = None) -> None:
         self.analyzer = DirectorAnalyzer(bundle=Path(bundle) if bundle else None, use_model=use_model,
-                                         history=Path(history) if history else None)
+                                         history=Path(history) if history else None,
+                                         diagnosis_model=Path(diagnosis_model) if diagnosis_model else None)
 
     def analyse(self, incident_dir: str, out_dir: str) -> Iterator[dict[str, Any]]:
         """Streamed: `{"progress": stage}` as the analysis goes, then `{"summary": ...}`.
@@ -201,12 +203,14 @@ class _ExpertHandles:
 
 def build_application(settings: ServeSettings, *, bundle: Path | None, use_model: bool = True,
                       director_replicas: int = 1, cpus: float | None = None,
-                      config: FlipmoeConfig | None = None, history: Path | None = None) -> Application:
+                      config: FlipmoeConfig | None = None, history: Path | None = None,
+                      diagnosis_model: Path | None = None) -> Application:
     """The composed application: `serve.run(build_application(...))`.
 
     `cpus`: the CPUs the replicas may take together (default: those of the connected Ray cluster).
     `config`: telemetry backends and delivery targets of alert jobs.
     `history`: a folder of the system's past incidents, the alert history of every analysis (`rca --history`).
+    `diagnosis_model`: the fault-type model of every analysis, instead of the shipped one (`rca --diagnosis-model`).
     """
     sizes = deployment_cpus(_cluster_cpus() if cpus is None else cpus, director_replicas=director_replicas,
                             with_models=bundle is not None)
@@ -218,7 +222,9 @@ def build_application(settings: ServeSettings, *, bundle: Path | None, use_model
 
     director = sized(Director, "Director", num_replicas=director_replicas).bind(str(bundle) if bundle else None,
                                                                                 use_model,
-                                                                                str(history) if history else None)
+                                                                                str(history) if history else None,
+                                                                                str(diagnosis_model) if diagnosis_model
+                                                                                else None)
     router = sized(Router, "Router").bind(str(bundle)) if bundle else None
     experts = sized(Experts, "Experts").bind(str(bundle)) if bundle else None
     expert_names = list(read_manifest(bundle)["experts"]) if bundle else []
@@ -244,4 +250,5 @@ def app_builder(args: dict[str, Any]) -> Application:
     return build_application(settings, bundle=Path(bundle) if bundle else None,
                              director_replicas=int(args.get("director_replicas", 1)),
                              config=FlipmoeConfig.load(config) if config else None,
-                             history=Path(args["history"]) if args.get("history") else None)
+                             history=Path(args["history"]) if args.get("history") else None,
+                             diagnosis_model=Path(args["diagnosis_model"]) if args.get("diagnosis_model") else None)

@@ -28,14 +28,17 @@ class DirectorAnalyzer:
     not nested tasks, are the unit of parallelism there). One incident at a time per instance.
     """
 
-    def __init__(self, *, bundle: Path | None = None, use_model: bool = True, history: Path | None = None) -> None:
+    def __init__(self, *, bundle: Path | None = None, use_model: bool = True, history: Path | None = None,
+                 diagnosis_model: Path | None = None) -> None:
         from director.actors.base import RunSettings
         from director.director import Director
         from director.runtime import LocalExecutor
 
         self.bundle = bundle if use_model else None
-        # `history`: past incidents of the served system, whose alerts weigh the incidents' alerts (`--history`).
-        self.director = Director(LocalExecutor(), settings=RunSettings(bundle=self.bundle, history=history))
+        # `history`: past incidents of the served system, whose alerts weigh the incidents' alerts (`--history`);
+        # `diagnosis_model`: a fault-type model in place of the shipped one (`--diagnosis-model`).
+        self.director = Director(LocalExecutor(), settings=RunSettings(bundle=self.bundle, history=history,
+                                                                       diagnosis_model=diagnosis_model))
         self._lock = threading.Lock()
 
     def __call__(self, incident_dir: Path, out_dir: Path, progress: Any) -> dict[str, Any]:
