@@ -25,10 +25,12 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from _corpora import by_system, chaos_corpus, history_sample, nezha_corpus, tvdiag_corpus
 
 from data_pipeline.chaos import ChaosConfig
 from director.actors.base import RunSettings
+from eval import train_ranking
 from eval.localization import (
     Scores,
     ablation_rankers,
@@ -53,6 +55,7 @@ from eval.train_diagnosis import (
 )
 from flipmoe.telemetry import find_incidents
 from flipmoe.toolkits.diagnose import DiagnosisModel
+from flipmoe.toolkits.ranking import RankingModel
 from router.bundle import packaged_bundle
 
 IN_SAMPLE = ("(type: in-sample, the shipped diagnosis model was fitted on these incidents; the held-out figures "
@@ -166,6 +169,45 @@ def held_out_fault_types(name: str, folder: Path, history: bool, chaos: list[Sam
     print(f"{'majority type (folds)':<24} {'':>7} {sum(majority) / max(len(majority), 1):>9.3f}")
 
 
+def run_rankings(root: Path, systems: dict[str, tuple[Path, bool]], folds: int = 5) -> None:
+    """Service and pod A@k of every real system through `rca --ranking-model`, the learned ranking fitted
+    (`eval.train_ranking.fit`, as `flipmoe train ranking` fits) on the other real systems, or k-fold on the
+    system's own other incidents (shuffled, seed 0), next to the fusion's order as shipped."""
+    groups = {name: train_ranking.collect(find_incidents(folder), history_from_folder=history)
+              for name, (folder, history) in systems.items()}
+    models = root / "ranking-models"
+    models.mkdir(parents=True, exist_ok=True)
+    print("\n== the learned ranking on real systems, through rca --ranking-model (service A@1 / pod A@1, service A@3)")
+    print(f"{'system':<13} {'n':>4}  {'fusion (shipped)':>17}  {'other systems':>17}  {'its other folds':>17}")
+    for name, (folder, history) in systems.items():
+        others = [g for other, gs in groups.items() if other != name for g in gs]
+        ranking_rows(name, folder, history, groups[name], others, models, folds)
+
+
+def ranking_rows(name: str, folder: Path, history: bool, own: list[train_ranking.Group],
+                 others: list[train_ranking.Group], models: Path, folds: int) -> None:
+    """One real system's row of `run_rankings`."""
+    paths = {path.name: path for path in find_incidents(folder)}
+
+    def through_rca(model: RankingModel | None, file: str, ids: Iterable[str]) -> Scores:
+        path = model.save(models / f"{name}-{file}.json") if model is not None else None
+        ranker = director_ranker(settings=RunSettings(history=folder if history else None, ranking_model=path))
+        return evaluate([paths[i] for i in sorted(ids) if i in paths], {"rca": ranker})["rca"]
+
+    def cell(scores: Scores) -> str:
+        summary = scores.summary()
+        return f"{summary['service_A@1']:.3f}/{summary['pod_A@1']:.3f} {summary['service_A@3']:.2f}"
+
+    fusion = through_rca(None, "", paths)
+    transferred = through_rca(train_ranking.fit(others), "others", paths)
+    within = Scores()
+    order = np.random.default_rng(0).permutation(len(own))
+    for k, fold in enumerate(np.array_split(order, min(folds, len(own)))):
+        held = {own[i].incident for i in fold}
+        within.extend(through_rca(train_ranking.fit([g for g in own if g.incident not in held]), f"fold{k}", held))
+    print(f"{name:<13} {len(paths):>4}  {cell(fusion):>17}  {cell(transferred):>17}  {cell(within):>17}")
+
+
 def run_changes(name: str, directory: Path) -> None:
     """Change-induced incidents shipped with a release train: several services deployed within a minute of
     the faulty change, only one of them faulty, so "the last change" cannot be the answer by itself."""
@@ -227,6 +269,7 @@ def main() -> None:
                 systems.update({name: (folder, True)
                                 for name, folder in by_system(tvdiag, root / "tvdiag-systems").items()})
             run_fault_types(root, systems)
+            run_rankings(root, systems)
         if nezha is None or tvdiag is None:
             print("\n(../shared/data not found: the real data sets were skipped)")
 

@@ -49,17 +49,23 @@ def system_of(directory: Path, label: Label) -> str:
     return label.source or directory.parent.name
 
 
-def collect(directories: Sequence[Path], *, progress: Callable[[str], None] | None = None) -> list[Group]:
+def collect(directories: Sequence[Path], *, progress: Callable[[str], None] | None = None,
+            history_from_folder: bool = False) -> list[Group]:
+    """Each labelled incident's candidates and features, as `rca` computes them with the learned ranking off;
+    with `history_from_folder`, each incident's parent folder is its alert history (`rca --history`)."""
     from director.actors.base import RunSettings
-    from director.director import local_director
+    from director.director import Director, local_director
 
-    director = local_director(settings=RunSettings(learned_ranking=False))
+    directors: dict[Path | None, Director] = {}
     groups = []
     for position, directory in enumerate(directories, start=1):
         label = load_label(directory)
         if label is None:
             continue
-        _, outputs = director.analyse_with_outputs(read_incident(directory), ["rank"])
+        history = Path(directory).resolve().parent if history_from_folder else None
+        if history not in directors:
+            directors[history] = local_director(settings=RunSettings(learned_ranking=False, history=history))
+        _, outputs = directors[history].analyse_with_outputs(read_incident(directory), ["rank"])
         rank = outputs["rank"]
         if rank is None or not rank.features:
             continue
@@ -127,18 +133,35 @@ def leave_one_system_out(groups: Sequence[Group]) -> dict[str, dict[str, float]]
     return table
 
 
+def cross_validated(groups: Sequence[Group], folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """Service A@1 of the fusion and of models fitted on the other folds (incidents shuffled with `seed`,
+    every system in every fold): does the ranking help on incidents like the training ones?"""
+    order = np.random.default_rng(seed).permutation(len(groups))
+    k = min(folds, len(groups))
+    if k < 2:
+        return {}
+    hits = 0.0
+    for fold in np.array_split(order, k):
+        held = set(fold.tolist())
+        model = fit([g for i, g in enumerate(groups) if i not in held])
+        hits += service_accuracy([groups[i] for i in fold], model) * len(fold)
+    return {"folds": k, "fusion_A@1": round(service_accuracy(groups, None), 4),
+            "learned_A@1": round(hits / len(groups), 4)}
+
+
 def train_ranking(directories: Sequence[Path], *, out: Path, command: str = "",
-                  progress: Callable[[str], None] | None = None) -> RankingModel:
-    groups = collect(directories, progress=progress)
+                  progress: Callable[[str], None] | None = None, history_from_folder: bool = False) -> RankingModel:
+    groups = collect(directories, progress=progress, history_from_folder=history_from_folder)
     if not groups:
         from flipmoe.errors import FlipmoeInputError
 
         raise FlipmoeInputError("no labelled incidents with candidates to learn from",
                                 hint="give directories of incidents that have a label.json")
-    loso = leave_one_system_out(groups)
     systems = {s: sum(1 for g in groups if g.system == s) for s in sorted({g.system for g in groups})}
+    loso = leave_one_system_out(groups) if len(systems) > 1 else {}
     model = fit(groups, card={"incidents": len(groups), "systems": systems, "C": C,
-                              "leave_one_system_out": loso, "command": command})
+                              "leave_one_system_out": loso, "cross_validated": cross_validated(groups),
+                              "command": command})
     model.save(out)
     return model
 

@@ -227,7 +227,7 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
     gaps: list[Gap] = []
     if args.hints is not None and args.hints.finished:  # on the fusion's scores, before any re-ranking
         causes, decisions = _apply_hints(causes, args.hints, signals, args.hint_weight)
-    model, problem = default_model() if ctx.settings.learned_ranking else (None, None)
+    model, problem = default_model(ctx.settings.ranking_model) if ctx.settings.learned_ranking else (None, None)
     if problem:
         gaps.append(Gap(what="learned ranking", reason=f"{problem}; the fusion's order stands"))
     if model is not None and causes:

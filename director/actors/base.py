@@ -86,6 +86,9 @@ class RunSettings:
     history: Path | None = None
     """A folder of past incidents of the same system (their alert events; labels never read): alerts are
     weighed by their rarity there (`flipmoe.toolkits.events.AlertHistory`). None: every alert counts alike."""
+    ranking_model: Path | None = None
+    """A ranking model written by `flipmoe train ranking` (e.g. fitted to a system's own labelled
+    incidents); None: the shipped one, if any (`flipmoe.toolkits.ranking.MODEL_FILE`)."""
     diagnosis_model: Path | None = None
     """A fault-type model written by `flipmoe train diagnosis` (e.g. fitted to a system's own labelled
     incidents); None: the shipped one (`flipmoe.toolkits.diagnose.MODEL_PATH`)."""

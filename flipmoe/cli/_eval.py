@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from flipmoe.cli._rca import add_model_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("eval", help="evaluate the analysis path and models",
@@ -27,9 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loc.add_argument("--history", metavar="DIR",
                      help="past incidents of the same system, as for 'flipmoe rca' (it may be --path itself: an "
                           "incident never counts in its own history)")
-    loc.add_argument("--diagnosis-model", metavar="FILE",
-                     help="a fault-type model written by 'flipmoe train diagnosis --out FILE' (default: the shipped "
-                          "one)")
+    add_model_arguments(loc)
     loc.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     loc.set_defaults(handler=_localization)
 
@@ -92,13 +92,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _localization(args: argparse.Namespace) -> int:
     from director.actors.base import RunSettings
     from eval.localization import director_ranker, evaluate, format_table
-    from flipmoe.cli._rca import diagnosis_model_path, find_bundle, history_path
+    from flipmoe.cli._rca import find_bundle, history_path, model_paths
     from flipmoe.telemetry import find_incidents
 
     incidents = find_incidents(args.path)
     modalities = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
     settings = RunSettings(bundle=find_bundle(args, build=False), modalities=modalities, history=history_path(args),
-                           diagnosis_model=diagnosis_model_path(args))
+                           **model_paths(args))
     ranker = director_ranker(settings=settings, runbook=args.runbook)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     if args.out:

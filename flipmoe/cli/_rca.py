@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 DEFAULT_OUT = "flipmoe-reports"
 
@@ -48,7 +48,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, *, default_out: str =
     parser.add_argument("--remote-model", default="default", help="model name for --remote")
     parser.add_argument("--runbook", help="a runbook template name or a .flow file, instead of retrieval")
     add_history_argument(parser)
-    add_diagnosis_model_argument(parser)
+    add_model_arguments(parser)
     parser.add_argument("--generate-runbook", action="store_true",
                         help="let the bundle's code expert write the runbook under the DSL grammar (validated; the "
                              "knowledge base's template when it fails)")
@@ -60,20 +60,36 @@ def add_history_argument(parser: argparse.ArgumentParser) -> None:
                              "in many of them count for less than rare ones")
 
 
-def add_diagnosis_model_argument(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--diagnosis-model and --ranking-model: models fitted to a system's own labelled incidents."""
     parser.add_argument("--diagnosis-model", metavar="FILE",
                         help="a fault-type model written by 'flipmoe train diagnosis --out FILE', e.g. one fitted "
                              "to your system's labelled incidents (default: the shipped one)")
+    parser.add_argument("--ranking-model", metavar="FILE",
+                        help="a ranking of root-cause candidates written by 'flipmoe train ranking --out FILE', "
+                             "e.g. one fitted to your system's labelled incidents (default: the fusion's order)")
 
 
-def diagnosis_model_path(args: argparse.Namespace) -> Path | None:
-    """`--diagnosis-model` checked before anything slow starts (a bad file is one line and exit 2)."""
-    from flipmoe.toolkits.diagnose import read_model
+class ModelPaths(TypedDict):
+    """The `RunSettings` fields of --diagnosis-model and --ranking-model."""
 
-    if getattr(args, "diagnosis_model", None) is None:
-        return None
-    read_model(args.diagnosis_model)
-    return Path(args.diagnosis_model).resolve()  # the steps may run in Ray workers with another working directory
+    diagnosis_model: Path | None
+    ranking_model: Path | None
+
+
+def model_paths(args: argparse.Namespace) -> ModelPaths:
+    """--diagnosis-model and --ranking-model, each file checked before anything slow starts (a bad one is
+    one line and exit 2) and resolved (the steps may run in Ray workers with another working directory)."""
+    from flipmoe.toolkits import diagnose, ranking
+
+    def checked(given: str | None, read: Any) -> Path | None:
+        if given is None:
+            return None
+        read(given)
+        return Path(given).resolve()
+
+    return ModelPaths(diagnosis_model=checked(getattr(args, "diagnosis_model", None), diagnose.read_model),
+                      ranking_model=checked(getattr(args, "ranking_model", None), ranking.read_model))
 
 
 def history_path(args: argparse.Namespace) -> Path | None:
@@ -136,7 +152,7 @@ def run_director(directories: list[Path], args: argparse.Namespace, *, bundle: P
     from flipmoe.telemetry.incident import Incident
 
     settings = RunSettings(bundle=bundle, remote_url=args.remote, remote_model=args.remote_model, top=args.top,
-                           history=history_path(args), diagnosis_model=diagnosis_model_path(args))
+                           history=history_path(args), **model_paths(args))
     # Read (and so validate) the first incident before anything slow starts: a bad file is reported at once.
     first: Incident | None = None
     code = 0

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from flipmoe.cli._rca import add_diagnosis_model_argument, add_history_argument, diagnosis_model_path, history_path
+from flipmoe.cli._rca import add_history_argument, add_model_arguments, history_path, model_paths
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bundle", help="model bundle directory (default: the nano bundle)")
     parser.add_argument("--no-model", action="store_true", help="serve incident analysis only, without experts")
     add_history_argument(parser)
-    add_diagnosis_model_argument(parser)
+    add_model_arguments(parser)
     parser.add_argument("--data-dir", help="jobs database, uploaded incidents and reports (default "
                                            "$XDG_STATE_HOME/flipmoe/serve, i.e. ~/.local/state/flipmoe/serve)")
     parser.add_argument("--token", help="accepted bearer token(s), comma-separated")
@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         raise FlipmoeInputError(f"listening on {args.host} requires a bearer token",
                                 hint="pass --token or set FLIPMOE_API_TOKENS (or --auth off deliberately)")
     history = history_path(args)  # a bad folder or model file is reported before Ray starts
-    diagnosis_model = diagnosis_model_path(args)
+    models = model_paths(args)
     bundle = None
     if not args.no_model:
         from router.bundle import ensure_bundle
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         serve.start(http_options={"host": args.host, "port": args.port})
         # Replicas are sized to the CPUs this Ray has (build_application), so serve.run becomes ready on 2 cores.
         serve.run(build_application(settings, bundle=bundle, director_replicas=args.director_replicas,
-                                    config=args.config_obj, history=history, diagnosis_model=diagnosis_model),
+                                    config=args.config_obj, history=history, **models),
                   name="flipmoe", route_prefix="/")
         print(f"flipmoe serving on http://{args.host}:{args.port} (bundle: {bundle or 'none'}; auth "
               f"{'on' if settings.auth_required else 'off'}; data in {settings.data_dir}); Ctrl-C stops", flush=True)

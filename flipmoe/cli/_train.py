@@ -74,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="chaos-gym incidents per system (webshop, ticketing) to add (default 40; 0: none)")
     ranking.add_argument("--chaos-seed", type=int, default=100_000, metavar="S",
                          help="first chaos training seed (default 100000; benchmarks use 700000 and above)")
+    ranking.add_argument("--history-from-folder", action="store_true",
+                         help="analyse each incident with its parent folder as the alert history, as "
+                              "'flipmoe rca --history FOLDER' does")
     ranking.add_argument("--out", metavar="PATH", help="where the model goes (default: the shipped "
                                                        "flipmoe/toolkits/ranking_model.json)")
     ranking.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
@@ -163,7 +166,7 @@ def _ranking(args: argparse.Namespace) -> int:
     out = Path(args.out or MODEL_FILE)
     command = "flipmoe train ranking " + " ".join(
         [*(f"--incidents {shlex.quote(d)}" for d in args.incidents), f"--chaos-per-system {args.chaos_per_system}",
-         f"--chaos-seed {args.chaos_seed}"])
+         f"--chaos-seed {args.chaos_seed}", *(["--history-from-folder"] if args.history_from_folder else [])])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         directories = incident_dirs(args.incidents) if args.incidents else []
@@ -174,12 +177,17 @@ def _ranking(args: argparse.Namespace) -> int:
                 generate_corpus(system, args.chaos_per_system, seed=args.chaos_seed + 1000 * offset,
                                 out=Path(tmp) / system, workers=1)
                 directories += incident_dirs([Path(tmp) / system])
-        model = train_ranking(directories, out=out, command=command, progress=progress)
+        model = train_ranking(directories, out=out, command=command, progress=progress,
+                              history_from_folder=args.history_from_folder)
     print(f"wrote {out} in {time.perf_counter() - started:.0f} s from {model.card['incidents']} incidents "
           f"({', '.join(f'{k} {v}' for k, v in model.card['systems'].items())})")
     print(f"{'held-out system':<18} {'n':>5} {'fusion A@1':>11} {'learned A@1':>12}")
     for system, row in model.card["leave_one_system_out"].items():
         print(f"{system:<18} {row['incidents']:>5} {row['fusion_A@1']:>11.3f} {row['learned_A@1']:>12.3f}")
+    cv = model.card["cross_validated"]
+    if cv:
+        name = f"{cv['folds']}-fold, all"
+        print(f"{name:<18} {model.card['incidents']:>5} {cv['fusion_A@1']:>11.3f} {cv['learned_A@1']:>12.3f}")
     return 0
 
 

@@ -61,10 +61,11 @@ class Director:
     """Runs incidents through the Director / Actor runtime; the runtime stays warm between incidents."""
 
     def __init__(self, bundle: str | None, use_model: bool = True, history: str | None = None,
-                 diagnosis_model: str | None = None) -> None:
+                 diagnosis_model: str | None = None, ranking_model: str | None = None) -> None:
         self.analyzer = DirectorAnalyzer(bundle=Path(bundle) if bundle else None, use_model=use_model,
                                          history=Path(history) if history else None,
-                                         diagnosis_model=Path(diagnosis_model) if diagnosis_model else None)
+                                         diagnosis_model=Path(diagnosis_model) if diagnosis_model else None,
+                                         ranking_model=Path(ranking_model) if ranking_model else None)
 
     def analyse(self, incident_dir: str, out_dir: str) -> Iterator[dict[str, Any]]:
         """Streamed: `{"progress": stage}` as the analysis goes, then `{"summary": ...}`.
@@ -204,13 +205,14 @@ class _ExpertHandles:
 def build_application(settings: ServeSettings, *, bundle: Path | None, use_model: bool = True,
                       director_replicas: int = 1, cpus: float | None = None,
                       config: FlipmoeConfig | None = None, history: Path | None = None,
-                      diagnosis_model: Path | None = None) -> Application:
+                      diagnosis_model: Path | None = None, ranking_model: Path | None = None) -> Application:
     """The composed application: `serve.run(build_application(...))`.
 
     `cpus`: the CPUs the replicas may take together (default: those of the connected Ray cluster).
     `config`: telemetry backends and delivery targets of alert jobs.
     `history`: a folder of the system's past incidents, the alert history of every analysis (`rca --history`).
-    `diagnosis_model`: the fault-type model of every analysis, instead of the shipped one (`rca --diagnosis-model`).
+    `diagnosis_model`, `ranking_model`: the models of every analysis, instead of the shipped ones (`rca
+    --diagnosis-model`, `--ranking-model`).
     """
     sizes = deployment_cpus(_cluster_cpus() if cpus is None else cpus, director_replicas=director_replicas,
                             with_models=bundle is not None)
@@ -224,6 +226,8 @@ def build_application(settings: ServeSettings, *, bundle: Path | None, use_model
                                                                                 use_model,
                                                                                 str(history) if history else None,
                                                                                 str(diagnosis_model) if diagnosis_model
+                                                                                else None,
+                                                                                str(ranking_model) if ranking_model
                                                                                 else None)
     router = sized(Router, "Router").bind(str(bundle)) if bundle else None
     experts = sized(Experts, "Experts").bind(str(bundle)) if bundle else None
@@ -251,4 +255,5 @@ def app_builder(args: dict[str, Any]) -> Application:
                              director_replicas=int(args.get("director_replicas", 1)),
                              config=FlipmoeConfig.load(config) if config else None,
                              history=Path(args["history"]) if args.get("history") else None,
-                             diagnosis_model=Path(args["diagnosis_model"]) if args.get("diagnosis_model") else None)
+                             diagnosis_model=Path(args["diagnosis_model"]) if args.get("diagnosis_model") else None,
+                             ranking_model=Path(args["ranking_model"]) if args.get("ranking_model") else None)

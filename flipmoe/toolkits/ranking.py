@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from flipmoe.errors import FlipmoeInputError
 from flipmoe.toolkits.index import IncidentIndex
 from flipmoe.toolkits.localize import Signal
 from flipmoe.toolkits.rootcause import RootCause
@@ -121,11 +122,24 @@ class RankingModel:
                    bias=float(data["bias"]), card=dict(data.get("card", {})))
 
 
-def default_model() -> tuple[RankingModel | None, str | None]:
-    """(the installed model, or None when there is none or it cannot be used; why it cannot, if so)."""
-    if not MODEL_FILE.is_file():
-        return None, None
-    return _load_cached(str(MODEL_FILE), MODEL_FILE.stat().st_mtime_ns)
+def default_model(path: str | Path | None = None) -> tuple[RankingModel | None, str | None]:
+    """(the model at `path`, by default the installed one, or None when there is none or it cannot be used;
+    why it cannot, if so)."""
+    path = Path(path) if path is not None else MODEL_FILE
+    if not path.is_file():
+        return (None, None) if path == MODEL_FILE else (None, f"{path} is not a file")
+    return _load_cached(str(path), path.stat().st_mtime_ns)
+
+
+def read_model(path: str | Path) -> RankingModel:
+    """The model at a path a user named: a missing or unusable file is an error, not a silent fallback."""
+    try:
+        return RankingModel.load(path)
+    except OSError as err:
+        raise FlipmoeInputError(f"cannot read the ranking model ({err.strerror or err})", path=Path(path)) from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise FlipmoeInputError(f"not a usable ranking model ({type(err).__name__}: {err})", path=Path(path),
+                                hint="write one with 'flipmoe train ranking --out FILE'") from None
 
 
 @functools.lru_cache(maxsize=2)

@@ -1,5 +1,6 @@
-"""Fault-type diagnosis trained on labelled incident folders: sample files, weights, held-out folds,
-`flipmoe train diagnosis --incidents`, and `rca --diagnosis-model` using what it wrote."""
+"""Models fitted to a system's own labelled incidents: fault-type diagnosis (sample files, weights,
+held-out folds, `flipmoe train diagnosis --incidents`, `rca --diagnosis-model`) and the learned ranking
+(`flipmoe train ranking --chaos-per-system 0 --incidents`, `rca --ranking-model`)."""
 
 from __future__ import annotations
 
@@ -180,3 +181,43 @@ def test_serve_refuses_a_bad_diagnosis_model_before_starting(tmp_path, capsys):
                  "--data-dir", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "diagnosis model" in err[0]
+
+
+def test_train_a_ranking_on_own_incidents_then_rca_reranks_with_it(labelled, tmp_path, capsys):
+    from director.actors.base import RunSettings
+    from director.director import local_director
+    from flipmoe.cli import main
+    from flipmoe.telemetry import read_incident
+    from flipmoe.toolkits.ranking import read_model as read_ranking
+
+    model_file = tmp_path / "ranking.json"
+    assert main(["train", "ranking", "--chaos-per-system", "0", "--incidents", str(labelled), "--history-from-folder",
+                 "--out", str(model_file), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "5-fold, all" in printed  # one system: no leave-one-system-out rows, a cross-validated one
+    model = read_ranking(model_file)
+    assert model.card["leave_one_system_out"] == {} and model.card["cross_validated"]["folds"] == 5
+    assert model.card["command"].endswith("--history-from-folder")
+
+    incident = read_incident(sorted(p for p in labelled.iterdir() if p.is_dir())[0])
+    director = local_director(settings=RunSettings(ranking_model=model_file))
+    _, outputs = director.analyse_with_outputs(incident, ["rank"])
+    assert any("learned ranking" in text for _, text in outputs["rank"].decisions)
+    _, plain = local_director(settings=RunSettings()).analyse_with_outputs(incident, ["rank"])
+    assert not any("learned ranking" in text for _, text in plain["rank"].decisions)  # none ships
+
+
+@pytest.mark.parametrize("content", [None, "[]", '{"features": ["x"], "weights": [1.0], "bias": 0}'])
+def test_a_bad_ranking_model_is_one_line_and_exit_2(labelled, tmp_path, capsys, content):
+    from flipmoe.cli import main
+
+    path = tmp_path / "ranking.json"
+    if content is not None:
+        path.write_text(content)
+    incident = sorted(p for p in labelled.iterdir() if p.is_dir())[0]
+    for command in (["rca", str(incident), "--out", str(tmp_path / "out")],
+                    ["eval", "localization", "--path", str(incident), "--quiet"]):
+        assert main([*command, "--no-model", "--ranking-model", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "ranking model" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "out").exists()
