@@ -161,11 +161,11 @@ def held_out_fault_types(name: str, folder: Path, history: bool, chaos: list[Sam
     rows["all of these"] = pooled
     print(f"\n{name}: {len(paths)} incidents ({time.perf_counter() - start:.0f} s); service A@1 is the same in "
           f"every row, only the fault type differs")
-    print(f"{'trained on':<24} {'svc@1':>7} {'type acc':>9} {'type F1':>8}")
+    print(f"{'trained on':<24} {'n':>4} {'svc@1':>7} {'type acc':>9} {'type F1':>8}")
     for label, scores in rows.items():
-        summary = scores.summary()
-        print(f"{label:<24} {summary['service_A@1']:>7.3f} {summary['fault_type_accuracy']:>9.3f} "
-              f"{summary['fault_type_macro_f1']:>8.3f}")
+        summary = scores.summary()  # n: the fold rows score only incidents that gave a sample
+        print(f"{label:<24} {summary['incidents']:>4} {summary['service_A@1']:>7.3f} "
+              f"{summary['fault_type_accuracy']:>9.3f} {summary['fault_type_macro_f1']:>8.3f}")
     print(f"{'majority type (folds)':<24} {'':>7} {sum(majority) / max(len(majority), 1):>9.3f}")
 
 
@@ -196,7 +196,8 @@ def ranking_rows(name: str, folder: Path, history: bool, own: list[train_ranking
 
     def cell(scores: Scores) -> str:
         summary = scores.summary()
-        return f"{summary['service_A@1']:.3f}/{summary['pod_A@1']:.3f} {summary['service_A@3']:.2f}"
+        scored = "" if summary["incidents"] == len(paths) else f" (n={summary['incidents']})"
+        return f"{summary['service_A@1']:.3f}/{summary['pod_A@1']:.3f} {summary['service_A@3']:.2f}{scored}"
 
     fusion = through_rca(None, "", paths)
     transferred = through_rca(train_ranking.fit(others), "others", paths)

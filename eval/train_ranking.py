@@ -135,7 +135,7 @@ def leave_one_system_out(groups: Sequence[Group]) -> dict[str, dict[str, float]]
 
 def cross_validated(groups: Sequence[Group], folds: int = 5, seed: int = 0) -> dict[str, float]:
     """Service A@1 of the fusion and of models fitted on the other folds (incidents shuffled with `seed`,
-    every system in every fold): does the ranking help on incidents like the training ones?"""
+    not stratified by system): does the ranking help on incidents like the training ones?"""
     order = np.random.default_rng(seed).permutation(len(groups))
     k = min(folds, len(groups))
     if k < 2:

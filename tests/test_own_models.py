@@ -42,7 +42,7 @@ def samples_of(counts: dict[tuple[str, str], int]) -> list[Sample]:
             for (system, fault), n in counts.items() for i in range(n)]
 
 
-def test_sample_weights_give_every_system_and_every_type_the_same_total():
+def test_sample_weights_balance_systems_and_types_when_their_mixes_agree():
     samples = samples_of({("sim", "cpu_hog"): 30, ("sim", "dns_failure"): 10, ("real", "cpu_hog"): 3,
                           ("real", "dns_failure"): 1})
     w_N = sample_weights(samples)
@@ -53,6 +53,11 @@ def test_sample_weights_give_every_system_and_every_type_the_same_total():
         by_type[sample.fault_type] += w
     assert by_system["sim"] == pytest.approx(by_system["real"])
     assert by_type["cpu_hog"] == pytest.approx(by_type["dns_failure"])
+    # With different mixes each sample still weighs 1 / (its system's incidents x its type's incidents).
+    mixed = samples_of({("sim", "cpu_hog"): 30, ("sim", "dns_failure"): 10, ("real", "cpu_hog"): 1,
+                        ("real", "dns_failure"): 3})
+    w_N = sample_weights(mixed)
+    assert w_N[0] / w_N[-1] == pytest.approx((4 * 13) / (40 * 31))  # sim cpu_hog against real dns_failure
 
 
 def test_samples_round_trip_and_a_bad_line_is_named(tmp_path):
@@ -114,12 +119,38 @@ def test_train_on_own_incidents_then_rca_uses_that_model(labelled, tmp_path, cap
     assert read_model(refit).coef_KF == pytest.approx(model.coef_KF)
     capsys.readouterr()
 
-    incident = sorted(p for p in labelled.iterdir() if p.is_dir())[0]
+    # rca reaches the named model: one that says dns_failure whatever it reads, on a CPU-hog incident.
+    incident = cpu_hog_incident(labelled)
     out = tmp_path / "report"
-    assert main(["rca", str(incident), "--no-model", "--local", "--diagnosis-model", str(model_file),
-                 "--out", str(out)]) == 0
+    assert main(["rca", str(incident), "--no-model", "--local", "--diagnosis-model",
+                 str(always(model, "dns_failure").save(tmp_path / "always-dns.json")), "--out", str(out)]) == 0
     report = json.loads(next(out.rglob("report.json")).read_text())
-    assert report["root_causes"][0]["fault_type"] in FAULTS  # the shipped model knows 16 types; this one two
+    assert report["root_causes"][0]["fault_type"] == "dns_failure"
+
+
+def cpu_hog_incident(labelled):
+    return next(p for p in sorted(labelled.iterdir()) if p.is_dir()
+                and json.loads((p / "label.json").read_text())["fault_type"] == "cpu_hog")
+
+
+def always(model, fault_type):
+    """`model` rewritten to name `fault_type` whatever the evidence."""
+    return type(model)(classes=model.classes, feature_names=model.feature_names, coef_KF=model.coef_KF * 0,
+                       intercept_K=np.array([50.0 if c == fault_type else -50.0 for c in model.classes]))
+
+
+def test_a_named_model_that_breaks_during_a_run_is_a_gap_in_the_report(labelled, tmp_path):
+    from director.actors.base import RunSettings
+    from director.director import local_director
+    from flipmoe.telemetry import read_incident
+
+    samples, _ = collect_labelled_samples([labelled])
+    path = always(held_out_model(samples, lambda s: False, c_grid=(1.0,), folds=2), "dns_failure").save(
+        tmp_path / "m.json")
+    director = local_director(settings=RunSettings(diagnosis_model=path))
+    path.write_text("{")  # after the start-up check
+    _, outputs = director.analyse_with_outputs(read_incident(sorted(labelled.iterdir())[0]), ["diagnosis"])
+    assert any(g.what == "diagnosis model" for g in outputs["diagnosis"].gaps)
 
 
 @pytest.mark.parametrize("content", [None, "{", '{"classes": ["gremlins"]}'])
@@ -163,13 +194,9 @@ def test_the_served_analyzer_uses_the_diagnosis_model_it_was_started_with(labell
     from flipmoe.serve.services import DirectorAnalyzer
 
     samples, _ = collect_labelled_samples([labelled])
-    # A one-sided model: whatever the evidence, it says dns_failure (cpu_hog's intercept far below).
-    model = held_out_model(samples, lambda s: False, c_grid=(1.0,), folds=2)
-    model = type(model)(classes=model.classes, feature_names=model.feature_names, coef_KF=model.coef_KF * 0,
-                        intercept_K=np.array([-50.0, 50.0]) if model.classes[1] == "dns_failure"
-                        else np.array([50.0, -50.0]))
-    path = model.save(tmp_path / "always-dns.json")
-    incident = sorted(p for p in labelled.iterdir() if p.is_dir())[0]
+    path = always(held_out_model(samples, lambda s: False, c_grid=(1.0,), folds=2), "dns_failure").save(
+        tmp_path / "always-dns.json")
+    incident = cpu_hog_incident(labelled)
     summary = DirectorAnalyzer(bundle=None, diagnosis_model=path)(incident, tmp_path / "served", lambda stage: None)
     assert summary["root_causes"][0]["fault_type"] == "dns_failure"
 

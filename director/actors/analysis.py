@@ -27,7 +27,7 @@ from director.actors.schemas import (
 )
 from director.report import Evidence, Finding, Gap
 from flipmoe.telemetry.incident import Incident
-from flipmoe.toolkits.diagnose import MODEL_PATH, diagnose
+from flipmoe.toolkits.diagnose import MODEL_PATH, diagnose, load_model
 from flipmoe.toolkits.events import analyse_events, load_alert_history
 from flipmoe.toolkits.localize import Localization, Signal, rank_root_causes
 from flipmoe.toolkits.logs import analyse_logs
@@ -352,12 +352,19 @@ def diagnose_step(ctx: ActorContext, args: DiagnoseInput) -> DiagnoseOutput:
     def report(output: ModalityOutput | None) -> Any:
         return getattr(output, "report", None)
 
+    model_path = ctx.settings.diagnosis_model or MODEL_PATH
+    gaps = []
+    if ctx.settings.diagnosis_model is not None and load_model(model_path) is None:
+        # Checked when the run started (`--diagnosis-model`); the file changed since. Say so in the report.
+        gaps.append(Gap(what="diagnosis model", reason=f"{model_path} cannot be used; the hand-written "
+                                                       "prototypes diagnosed instead"))
     result = diagnose(cause, metrics=report(args.metrics), traces=report(args.traces), logs=report(args.logs),
                       events=report(args.events), topology=ctx.incident.topology, callers=callers,
-                      model_path=ctx.settings.diagnosis_model or MODEL_PATH)
+                      model_path=model_path)
     if result is None:
-        return DiagnoseOutput(service=cause.service)
-    return DiagnoseOutput(service=cause.service, fault_type=result.fault_type, confidence=round(result.confidence, 4),
+        return DiagnoseOutput(service=cause.service, gaps=gaps)
+    return DiagnoseOutput(service=cause.service, gaps=gaps, fault_type=result.fault_type,
+                          confidence=round(result.confidence, 4),
                           reasons=list(result.reasons),
                           scores={k: round(float(v), 4) for k, v in list(result.scores.items())[:5]},
                           features={k: float(v) for k, v in result.features.items()})

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "by cross-validation on the training incidents). Writes the weights and a training card as "
                     "JSON. Incident i of the k-th system uses seed S + 10000 k + i; seeds from 600000 on are "
                     "reserved for evaluation and refused. Labelled incident folders (--incidents) are analysed as "
-                    "'flipmoe rca' does and pooled with the chaos incidents; every system and fault type weigh alike.")
+                    "'flipmoe rca' does and pooled with the chaos incidents; each incident weighs 1 / (incidents of "
+                    "its system x incidents of its fault type).")
     # Defaults live in DiagnosisTrainingConfig (imported only when the command runs, to keep --help fast).
     diagnosis.add_argument("--per-system", metavar="N[,N...]",
                            help="incidents per system, one number for all or one per system in --systems order "
@@ -51,8 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="labelled incidents, or folders of them (repeatable): imported real incidents "
                                 "(flipmoe import nezha|tvdiag) or your own post-mortems with a label.json each")
     diagnosis.add_argument("--history-from-folder", action="store_true",
-                           help="analyse each --incidents folder's incidents with that folder as their alert "
-                                "history, as 'flipmoe rca --history FOLDER' does")
+                           help="analyse each labelled incident with its parent folder as its alert history, as "
+                                "'flipmoe rca --history FOLDER' does")
     diagnosis.add_argument("--save-samples", metavar="FILE",
                            help="also write the collected features and labels as JSON lines")
     diagnosis.add_argument("--from-samples", metavar="FILE",

@@ -30,6 +30,8 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from flipmoe.config import FlipmoeConfig, from_dict, to_dict
 from flipmoe.serve.app import ProgressFn, ServeSettings, api_tokens, create_app, default_data_dir
 from flipmoe.serve.services import DirectorAnalyzer, RoutedModels
+from flipmoe.toolkits.diagnose import read_model as read_diagnosis_model
+from flipmoe.toolkits.ranking import read_model as read_ranking_model
 from router.bundle import load_expert, load_router, read_manifest
 from router.moe import ExpertAnswer, answer_batch, stream_answer
 
@@ -251,6 +253,9 @@ def app_builder(args: dict[str, Any]) -> Application:
                              auth=args.get("auth", "auto"), host=args.get("host", "0.0.0.0"),
                              workers=int(args.get("workers", 2)))
     bundle, config = args.get("bundle"), args.get("config")
+    for field, read in (("diagnosis_model", read_diagnosis_model), ("ranking_model", read_ranking_model)):
+        if args.get(field):
+            read(args[field])  # a bad file stops the deploy with its reason, before any replica starts
     return build_application(settings, bundle=Path(bundle) if bundle else None,
                              director_replicas=int(args.get("director_replicas", 1)),
                              config=FlipmoeConfig.load(config) if config else None,

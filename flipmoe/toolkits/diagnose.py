@@ -226,10 +226,9 @@ def read_model(path: str | Path) -> DiagnosisModel:
 @lru_cache(maxsize=8)
 def _load_model(path: str, stamp: int) -> DiagnosisModel | None:
     try:
-        return DiagnosisModel.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        log.warning("diagnosis model %s is unusable (%s); diagnosing with the prototypes — "
-                    "run 'flipmoe train diagnosis' to rebuild it", path, err)
+        return read_model(path)
+    except FlipmoeInputError as err:
+        log.warning("%s; diagnosing with the prototypes — run 'flipmoe train diagnosis' to rebuild it", err)
         return None
 
 
