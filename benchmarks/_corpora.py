@@ -44,35 +44,18 @@ def nezha_corpus(root: Path) -> Path | None:
     return out
 
 
-def tvdiag_corpus(root: Path) -> Path | None:
-    """The 530 TVDiag train cases in `root/tvdiag`, or None without ../shared/data."""
+def tvdiag_corpus(root: Path) -> dict[str, Path] | None:
+    """The 530 TVDiag train cases imported one folder per system (`flipmoe import tvdiag --per-system`:
+    `root/tvdiag-systems/<system>/`, each folder its system's alert history), or None without
+    ../shared/data; reused when present."""
     if not SHARED_TVDIAG.is_dir():
         return None
     from flipmoe.importers.tvdiag import import_tvdiag
 
-    out = root / "tvdiag"
-    if not any(out.glob("*/incident.json")):
-        import_tvdiag(SHARED_TVDIAG, out, overwrite=True)
-    return out
-
-
-def by_system(cases: Path, root: Path) -> dict[str, Path]:
-    """The imported TVDiag cases copied into one folder per system, `root/<system>/`, so that each folder is
-    the alert history of its own system (`flipmoe rca --history`); reused when complete."""
-    from flipmoe.telemetry import find_incidents
-
-    groups: dict[str, list[Path]] = {}
-    for directory in find_incidents(cases):
-        groups.setdefault(directory.name.rsplit("-", 1)[0], []).append(directory)
-    out = {}
-    for system, directories in sorted(groups.items()):
-        target = root / system
-        if len(list(target.glob("*/incident.json"))) != len(directories):
-            shutil.rmtree(target, ignore_errors=True)
-            for directory in directories:
-                shutil.copytree(directory, target / directory.name)
-        out[system] = target
-    return out
+    out = root / "tvdiag-systems"
+    if not any(out.glob("*/*/incident.json")):
+        import_tvdiag(SHARED_TVDIAG, out, split="train", overwrite=True, per_system=True)
+    return {folder.name: folder for folder in sorted(out.iterdir()) if folder.is_dir()}
 
 
 def history_sample(folder: Path, k: int, root: Path, *, seed: int = 0) -> tuple[Path, list[Path]]:

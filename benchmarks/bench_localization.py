@@ -24,9 +24,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from _corpora import by_system, chaos_corpus, history_sample, nezha_corpus, tvdiag_corpus
+from _corpora import chaos_corpus, history_sample, nezha_corpus, tvdiag_corpus
 
 from data_pipeline.chaos import ChaosConfig
 from director.actors.base import RunSettings
@@ -79,12 +79,13 @@ def rankers(with_model: bool) -> dict:
     return chosen
 
 
-def run_tvdiag(cases: Path, root: Path) -> None:
-    """The TVDiag train cases, per system: alert events only, so no ablations; nothing in the shipped path is
-    fitted to these systems, so every figure is out-of-system (leave-one-system-out holds trivially). The
-    `--history` row gives `rca` the system's other cases as its alert history (their alerts only, no labels;
-    an incident never counts in its own history)."""
-    for system, folder in by_system(cases, root / "tvdiag-systems").items():
+def run_tvdiag(systems: dict[str, Path], root: Path) -> None:
+    """The TVDiag train cases, per system: alert events only, so no ablations. Nothing of the localisation
+    is fitted to these systems, so its figures are out-of-system (leave-one-system-out holds trivially);
+    the fault-type column is in-sample (the shipped diagnosis model was fitted on them: `run_fault_types`
+    holds them out). The `--history` row gives `rca` the system's other cases as its alert history (their
+    alerts only, no labels; an incident never counts in its own history)."""
+    for system, folder in systems.items():
         incidents = find_incidents(folder)
         start = time.perf_counter()
         scores = evaluate(incidents, {"flipmoe rca, no model": director_ranker(settings=RunSettings()),
@@ -106,6 +107,13 @@ def run_tvdiag(cases: Path, root: Path) -> None:
 
 CHANGE_FAULTS = ["code_exception", "code_wrong_result", "bad_config"]
 """Faults a deploy or a config change brings in."""
+
+
+def rca_scores(paths: dict[str, Path], ids: Iterable[str], **settings: Any) -> Scores:
+    """`rca` (the Director in this process) with `RunSettings(**settings)` over the incidents `ids` of `paths`
+    (incident id -> directory); ids without a directory are skipped."""
+    ranker = director_ranker(settings=RunSettings(**settings))
+    return evaluate([paths[i] for i in sorted(ids) if i in paths], {"rca": ranker})["rca"]
 
 
 def run_fault_types(root: Path, systems: dict[str, tuple[Path, bool]]) -> None:
@@ -142,9 +150,8 @@ def held_out_fault_types(name: str, folder: Path, history: bool, chaos: list[Sam
     start = time.perf_counter()
 
     def through_rca(model: DiagnosisModel, file: str, ids: Iterable[str]) -> Scores:
-        path = model.save(models / f"{name}-{file}.json")
-        ranker = director_ranker(settings=RunSettings(history=folder if history else None, diagnosis_model=path))
-        return evaluate([paths[i] for i in sorted(ids) if i in paths], {"rca": ranker})["rca"]
+        return rca_scores(paths, ids, history=folder if history else None,
+                          diagnosis_model=model.save(models / f"{name}-{file}.json"))
 
     rows = {"chaos only": through_rca(held_out_model(chaos, lambda s: False), "chaos", paths),
             "chaos + other systems": through_rca(held_out_model(chaos + others, lambda s: False), "loso", paths)}
@@ -190,9 +197,8 @@ def ranking_rows(name: str, folder: Path, history: bool, own: list[train_ranking
     paths = {path.name: path for path in find_incidents(folder)}
 
     def through_rca(model: RankingModel | None, file: str, ids: Iterable[str]) -> Scores:
-        path = model.save(models / f"{name}-{file}.json") if model is not None else None
-        ranker = director_ranker(settings=RunSettings(history=folder if history else None, ranking_model=path))
-        return evaluate([paths[i] for i in sorted(ids) if i in paths], {"rca": ranker})["rca"]
+        return rca_scores(paths, ids, history=folder if history else None,
+                          ranking_model=model.save(models / f"{name}-{file}.json") if model is not None else None)
 
     def cell(scores: Scores) -> str:
         summary = scores.summary()
@@ -202,8 +208,7 @@ def ranking_rows(name: str, folder: Path, history: bool, own: list[train_ranking
     fusion = through_rca(None, "", paths)
     transferred = through_rca(train_ranking.fit(others), "others", paths)
     within = Scores()
-    order = np.random.default_rng(0).permutation(len(own))
-    for k, fold in enumerate(np.array_split(order, min(folds, len(own)))):
+    for k, fold in enumerate(train_ranking.shuffled_folds(len(own), min(folds, len(own)), seed=0)):
         held = {own[i].incident for i in fold}
         within.extend(through_rca(train_ranking.fit([g for g in own if g.incident not in held]), f"fold{k}", held))
     print(f"{name:<13} {len(paths):>4}  {cell(fusion):>17}  {cell(transferred):>17}  {cell(within):>17}")
@@ -266,9 +271,7 @@ def main() -> None:
             run_tvdiag(tvdiag, root)
         if nezha is not None or tvdiag is not None:
             systems = {"trainticket": (nezha, False)} if nezha is not None else {}
-            if tvdiag is not None:
-                systems.update({name: (folder, True)
-                                for name, folder in by_system(tvdiag, root / "tvdiag-systems").items()})
+            systems.update({name: (folder, True) for name, folder in (tvdiag or {}).items()})
             run_fault_types(root, systems)
             run_rankings(root, systems)
         if nezha is None or tvdiag is None:

@@ -133,15 +133,19 @@ def leave_one_system_out(groups: Sequence[Group]) -> dict[str, dict[str, float]]
     return table
 
 
+def shuffled_folds(n: int, k: int, *, seed: int = 0) -> list[np.ndarray]:
+    """Indices 0..n-1 shuffled with `seed` and cut into k nearly equal folds."""
+    return np.array_split(np.random.default_rng(seed).permutation(n), k)
+
+
 def cross_validated(groups: Sequence[Group], folds: int = 5, seed: int = 0) -> dict[str, float]:
     """Service A@1 of the fusion and of models fitted on the other folds (incidents shuffled with `seed`,
     not stratified by system): does the ranking help on incidents like the training ones?"""
-    order = np.random.default_rng(seed).permutation(len(groups))
     k = min(folds, len(groups))
     if k < 2:
         return {}
     hits = 0.0
-    for fold in np.array_split(order, k):
+    for fold in shuffled_folds(len(groups), k, seed=seed):
         held = set(fold.tolist())
         model = fit([g for i, g in enumerate(groups) if i not in held])
         hits += service_accuracy([groups[i] for i in fold], model) * len(fold)

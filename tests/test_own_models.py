@@ -153,18 +153,23 @@ def test_a_named_model_that_breaks_during_a_run_is_a_gap_in_the_report(labelled,
     assert any(g.what == "diagnosis model" for g in outputs["diagnosis"].gaps)
 
 
-@pytest.mark.parametrize("content", [None, "{", '{"classes": ["gremlins"]}'])
-def test_a_bad_diagnosis_model_is_one_line_and_exit_2(labelled, tmp_path, capsys, content):
+@pytest.mark.parametrize(("flag", "what", "content"), [
+    ("--diagnosis-model", "diagnosis model", None), ("--diagnosis-model", "diagnosis model", "{"),
+    ("--diagnosis-model", "diagnosis model", '{"classes": ["gremlins"]}'),
+    ("--ranking-model", "ranking model", None), ("--ranking-model", "ranking model", "[]"),
+    ("--ranking-model", "ranking model", '{"features": ["x"], "weights": [1.0], "bias": 0}')])
+def test_a_bad_model_file_is_one_line_and_exit_2(labelled, tmp_path, capsys, flag, what, content):
     from flipmoe.cli import main
 
     path = tmp_path / "model.json"
     if content is not None:
         path.write_text(content)
     incident = sorted(p for p in labelled.iterdir() if p.is_dir())[0]
-    assert main(["rca", str(incident), "--no-model", "--local", "--diagnosis-model", str(path),
-                 "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "diagnosis model" in err[0] and "Traceback" not in err[0]
+    for command in (["rca", str(incident), "--local", "--out", str(tmp_path / "out")],
+                    ["eval", "localization", "--path", str(incident), "--quiet"]):
+        assert main([*command, "--no-model", flag, str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and what in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -232,19 +237,3 @@ def test_train_a_ranking_on_own_incidents_then_rca_reranks_with_it(labelled, tmp
     assert any("learned ranking" in text for _, text in outputs["rank"].decisions)
     _, plain = local_director(settings=RunSettings()).analyse_with_outputs(incident, ["rank"])
     assert not any("learned ranking" in text for _, text in plain["rank"].decisions)  # none ships
-
-
-@pytest.mark.parametrize("content", [None, "[]", '{"features": ["x"], "weights": [1.0], "bias": 0}'])
-def test_a_bad_ranking_model_is_one_line_and_exit_2(labelled, tmp_path, capsys, content):
-    from flipmoe.cli import main
-
-    path = tmp_path / "ranking.json"
-    if content is not None:
-        path.write_text(content)
-    incident = sorted(p for p in labelled.iterdir() if p.is_dir())[0]
-    for command in (["rca", str(incident), "--out", str(tmp_path / "out")],
-                    ["eval", "localization", "--path", str(incident), "--quiet"]):
-        assert main([*command, "--no-model", "--ranking-model", str(path)]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "ranking model" in err[0] and "Traceback" not in err[0]
-    assert not (tmp_path / "out").exists()
