@@ -1,6 +1,7 @@
 """Models fitted to a system's own labelled incidents: fault-type diagnosis (sample files, weights,
 held-out folds, `flipmoe train diagnosis --incidents`, `rca --diagnosis-model`) and the learned ranking
-(`flipmoe train ranking --chaos-per-system 0 --incidents`, `rca --ranking-model`)."""
+(`flipmoe train ranking --chaos-per-system 0 --incidents`, `rca --ranking-model`); bad files of all three
+model flags (`--gate` too, see test_gate.py)."""
 
 from __future__ import annotations
 
@@ -157,7 +158,9 @@ def test_a_named_model_that_breaks_during_a_run_is_a_gap_in_the_report(labelled,
     ("--diagnosis-model", "diagnosis model", None), ("--diagnosis-model", "diagnosis model", "{"),
     ("--diagnosis-model", "diagnosis model", '{"classes": ["gremlins"]}'),
     ("--ranking-model", "ranking model", None), ("--ranking-model", "ranking model", "[]"),
-    ("--ranking-model", "ranking model", '{"features": ["x"], "weights": [1.0], "bias": 0}')])
+    ("--ranking-model", "ranking model", '{"features": ["x"], "weights": [1.0], "bias": 0}'),
+    ("--gate", "gate", None), ("--gate", "gate", "{"),
+    ("--gate", "gate", '{"features": ["x"], "bias": {}, "coef": []}')])
 def test_a_bad_model_file_is_one_line_and_exit_2(labelled, tmp_path, capsys, flag, what, content):
     from flipmoe.cli import main
 

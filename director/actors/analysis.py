@@ -29,13 +29,14 @@ from director.report import Evidence, Finding, Gap
 from flipmoe.telemetry.incident import Incident
 from flipmoe.toolkits.diagnose import MODEL_PATH, diagnose, load_model
 from flipmoe.toolkits.events import analyse_events, load_alert_history
-from flipmoe.toolkits.localize import Localization, Signal, rank_root_causes
+from flipmoe.toolkits.localize import Localization, ModalityGate, Signal, rank_root_causes
 from flipmoe.toolkits.logs import analyse_logs
 from flipmoe.toolkits.metrics import analyse_metrics, reference_split_time
 from flipmoe.toolkits.ranking import CANDIDATES, candidate_features, default_model
 from flipmoe.toolkits.rootcause import RootCause
 from flipmoe.toolkits.signals import event_signals, log_signals, metric_signals, trace_signals
 from flipmoe.toolkits.traces import analyse_traces
+from router.gate import default_gate
 
 _FINDINGS_KEPT = 10
 
@@ -219,12 +220,19 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
     analyses = _analyses(args)
     signals = [s for o in analyses for s in o.signals]
     modalities = [o.modality for o in analyses]
-    localization = localize(ctx, signals, modalities=modalities)
+    gaps: list[Gap] = []
+    gate, problem = default_gate(ctx.settings.gate) if ctx.settings.learned_gate else (None, None)
+    if problem:
+        gaps.append(Gap(what="learned gate", reason=f"{problem}; the entropy rule weighs the modalities"))
+    localization = localize(ctx, signals, modalities=modalities, gate=gate)
     causes = list(localization.root_causes)
     decisions: list[tuple[str, str]] = []
+    if localization.modality_weights:
+        weights = ", ".join(f"{m} {w:.2f}" for m, w in localization.modality_weights.items())
+        decisions.append(("plan", f"modality weights ({'learned gate' if gate is not None else 'entropy rule'}): "
+                                  f"{weights}"))
     candidates = causes[:CANDIDATES]
     features = candidate_features(candidates, signals, ctx.index) if candidates else None
-    gaps: list[Gap] = []
     if args.hints is not None and args.hints.finished:  # on the fusion's scores, before any re-ranking
         causes, decisions = _apply_hints(causes, args.hints, signals, args.hint_weight)
     model, problem = default_model(ctx.settings.ranking_model) if ctx.settings.learned_ranking else (None, None)
@@ -241,12 +249,14 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
                           features=features.round(6).tolist() if features is not None else [])
 
 
-def localize(ctx: ActorContext, signals: list[Signal], *, modalities: list[str]) -> Localization:
-    """Rank root causes from the signals of `modalities` over the incident's call graph."""
+def localize(ctx: ActorContext, signals: list[Signal], *, modalities: list[str],
+             gate: ModalityGate | None = None) -> Localization:
+    """Rank root causes from the signals of `modalities` over the incident's call graph; `gate` weighs the
+    modalities (default: the entropy rule)."""
     index = ctx.index
     return rank_root_causes([s for s in signals if s.modality in modalities],
                             call_edges=index.edges(traces="traces" in modalities), services=index.services,
-                            pods_of_service=index.pods_of_service, placement=index.node_of_pod)
+                            pods_of_service=index.pods_of_service, placement=index.node_of_pod, gate=gate)
 
 
 def _apply_hints(causes: list[RootCause], hints: ExploreOutput, signals: list[Signal], weight: float

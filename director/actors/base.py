@@ -92,6 +92,11 @@ class RunSettings:
     diagnosis_model: Path | None = None
     """A fault-type model written by `flipmoe train diagnosis` (e.g. fitted to a system's own labelled
     incidents); None: the shipped one (`flipmoe.toolkits.diagnose.MODEL_PATH`)."""
+    gate: Path | None = None
+    """A gate written by `flipmoe train gate`: learned weights of each modality's evidence in the fusion
+    (`router.gate`); None: the shipped one if there is one (`router.gate.GATE_FILE`), else the entropy rule."""
+    learned_gate: bool = True
+    """Use a gate at all (off: the entropy rule, as `flipmoe train gate` collects its incidents)."""
 
     def __post_init__(self) -> None:
         known = ("metrics", "traces", "logs", "events")

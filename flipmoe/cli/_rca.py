@@ -61,26 +61,32 @@ def add_history_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--diagnosis-model and --ranking-model: models fitted to a system's own labelled incidents."""
+    """--diagnosis-model, --ranking-model and --gate: models fitted to a system's own labelled incidents."""
     parser.add_argument("--diagnosis-model", metavar="FILE",
                         help="a fault-type model written by 'flipmoe train diagnosis --out FILE', e.g. one fitted "
                              "to your system's labelled incidents (default: the shipped one)")
     parser.add_argument("--ranking-model", metavar="FILE",
                         help="a ranking of root-cause candidates written by 'flipmoe train ranking --out FILE', "
                              "e.g. one fitted to your system's labelled incidents (default: the fusion's order)")
+    parser.add_argument("--gate", metavar="FILE",
+                        help="weights of each modality's evidence in the ranking, written by 'flipmoe train gate "
+                             "--out FILE', e.g. fitted to your system's labelled incidents (default: the entropy "
+                             "rule)")
 
 
 class ModelPaths(TypedDict):
-    """The `RunSettings` fields of --diagnosis-model and --ranking-model."""
+    """The `RunSettings` fields of --diagnosis-model, --ranking-model and --gate."""
 
     diagnosis_model: Path | None
     ranking_model: Path | None
+    gate: Path | None
 
 
 def model_paths(args: argparse.Namespace) -> ModelPaths:
-    """--diagnosis-model and --ranking-model, each file checked before anything slow starts (a bad one is
+    """--diagnosis-model, --ranking-model and --gate, each file checked before anything slow starts (a bad one is
     one line and exit 2) and resolved (the steps may run in Ray workers with another working directory)."""
     from flipmoe.toolkits import diagnose, ranking
+    from router.gate import read_gate
 
     def checked(given: str | None, read: Any) -> Path | None:
         if given is None:
@@ -89,7 +95,8 @@ def model_paths(args: argparse.Namespace) -> ModelPaths:
         return Path(given).resolve()
 
     return ModelPaths(diagnosis_model=checked(getattr(args, "diagnosis_model", None), diagnose.read_model),
-                      ranking_model=checked(getattr(args, "ranking_model", None), ranking.read_model))
+                      ranking_model=checked(getattr(args, "ranking_model", None), ranking.read_model),
+                      gate=checked(getattr(args, "gate", None), read_gate))
 
 
 def history_path(args: argparse.Namespace) -> Path | None:

@@ -83,6 +83,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ranking.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
     ranking.set_defaults(handler=_ranking)
 
+    gate = commands.add_parser(
+        "gate", help="fit the gate of the mixture: how much each modality's evidence counts, per incident",
+        description="Run the shipped RCA path (gate off) on labelled incidents, keep every modality's signals, fit "
+                    "the gate (per modality a weight from features of its evidence, one configuration for all "
+                    "systems), report leave-one-system-out A@1 next to the entropy rule, uniform weights, the best "
+                    "single modality and the oracle, and write the gate.")
+    gate.add_argument("--incidents", action="append", default=[], metavar="DIR",
+                      help="labelled incidents, or directories of them (repeatable), e.g. your system's post-mortems")
+    gate.add_argument("--chaos-per-system", type=int, default=30, metavar="N",
+                      help="chaos-gym incidents per system (webshop, ticketing) to add (default 30; 0: none)")
+    gate.add_argument("--chaos-seed", type=int, default=100_000, metavar="S",
+                      help="first chaos training seed (default 100000; benchmarks use 700000 and above)")
+    gate.add_argument("--history-from-folder", action="store_true",
+                      help="analyse each incident with its parent folder as the alert history, as "
+                           "'flipmoe rca --history FOLDER' does")
+    gate.add_argument("--out", metavar="PATH", required=True,
+                      help="where the gate goes; use it with 'flipmoe rca --gate PATH'")
+    gate.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
+    gate.set_defaults(handler=_gate)
+
     tokenizer = commands.add_parser(
         "tokenizer", help="train an expert's own sentencepiece tokenizer",
         description="Build the expert family's corpus (chaos gym, and the real data in ../shared/data when present) "
@@ -158,7 +178,6 @@ def _diagnosis(args: argparse.Namespace) -> int:
 
 def _ranking(args: argparse.Namespace) -> int:
     import tempfile
-    from pathlib import Path
 
     from eval.train_ranking import incident_dirs, train_ranking
     from flipmoe.toolkits.ranking import MODEL_FILE
@@ -172,12 +191,7 @@ def _ranking(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         directories = incident_dirs(args.incidents) if args.incidents else []
         if args.chaos_per_system:
-            from data_pipeline.chaos import generate_corpus
-
-            for offset, system in enumerate(("webshop", "ticketing")):
-                generate_corpus(system, args.chaos_per_system, seed=args.chaos_seed + 1000 * offset,
-                                out=Path(tmp) / system, workers=1)
-                directories += incident_dirs([Path(tmp) / system])
+            directories += _chaos_dirs(Path(tmp), args.chaos_per_system, args.chaos_seed)
         model = train_ranking(directories, out=out, command=command, progress=progress,
                               history_from_folder=args.history_from_folder)
     print(f"wrote {out} in {time.perf_counter() - started:.0f} s from {model.card['incidents']} incidents "
@@ -189,6 +203,52 @@ def _ranking(args: argparse.Namespace) -> int:
     if cv:
         name = f"{cv['folds']}-fold, all"
         print(f"{name:<18} {model.card['incidents']:>5} {cv['fusion_A@1']:>11.3f} {cv['learned_A@1']:>12.3f}")
+    return 0
+
+
+def _chaos_dirs(tmp: Path, per_system: int, seed: int) -> list[Path]:
+    """`per_system` chaos-gym incidents of each of webshop and ticketing, written under `tmp`."""
+    from data_pipeline.chaos import generate_corpus
+    from eval.train_ranking import incident_dirs
+
+    directories: list[Path] = []
+    for offset, system in enumerate(("webshop", "ticketing")):
+        generate_corpus(system, per_system, seed=seed + 1000 * offset, out=tmp / system, workers=1)
+        directories += incident_dirs([tmp / system])
+    return directories
+
+
+def _gate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from eval.train_gate import train_gate
+    from eval.train_ranking import incident_dirs
+    from flipmoe.errors import FlipmoeInputError
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise FlipmoeInputError("the folder for --out does not exist", path=out.parent)
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    command = "flipmoe train gate " + " ".join(
+        [*(f"--incidents {shlex.quote(d)}" for d in args.incidents), f"--chaos-per-system {args.chaos_per_system}",
+         f"--chaos-seed {args.chaos_seed}", *(["--history-from-folder"] if args.history_from_folder else []),
+         f"--out {shlex.quote(args.out)}"])
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        directories = incident_dirs(args.incidents) if args.incidents else []
+        if args.chaos_per_system:
+            directories += _chaos_dirs(Path(tmp), args.chaos_per_system, args.chaos_seed)
+        gate = train_gate(directories, out=out, command=command, progress=progress,
+                          history_from_folder=args.history_from_folder)
+    print(f"wrote {out} in {time.perf_counter() - started:.0f} s from {gate.card['incidents']} incidents with two or "
+          f"more modalities ({', '.join(f'{k} {v}' for k, v in gate.card['systems'].items())})")
+    print("weights: " + ", ".join(f"bias[{m}] {b:+.2f}" for m, b in gate.bias.items()) + "; "
+          + ", ".join(f"{f} {c:+.2f}" for f, c in zip(gate.features, gate.coef, strict=True)))
+    rows = {**{f"held out: {k}": v for k, v in gate.card["leave_one_system_out"].items()},
+            "all (in-sample)": {"incidents": gate.card["incidents"], **gate.card["in_sample"]}}
+    for name, row in rows.items():
+        print(f"{name} ({row['incidents']} incidents), service A@1: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "incidents"))
     return 0
 
 

@@ -33,6 +33,7 @@ from flipmoe.serve.services import DirectorAnalyzer, RoutedModels
 from flipmoe.toolkits.diagnose import read_model as read_diagnosis_model
 from flipmoe.toolkits.ranking import read_model as read_ranking_model
 from router.bundle import load_expert, load_router, read_manifest
+from router.gate import read_gate
 from router.moe import ExpertAnswer, answer_batch, stream_answer
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,13 @@ class Director:
     """Runs incidents through the Director / Actor runtime; the runtime stays warm between incidents."""
 
     def __init__(self, bundle: str | None, use_model: bool = True, history: str | None = None,
-                 diagnosis_model: str | None = None, ranking_model: str | None = None) -> None:
+                 diagnosis_model: str | None = None, ranking_model: str | None = None, gate: str | None = None
+                 ) -> None:
         self.analyzer = DirectorAnalyzer(bundle=Path(bundle) if bundle else None, use_model=use_model,
                                          history=Path(history) if history else None,
                                          diagnosis_model=Path(diagnosis_model) if diagnosis_model else None,
-                                         ranking_model=Path(ranking_model) if ranking_model else None)
+                                         ranking_model=Path(ranking_model) if ranking_model else None,
+                                         gate=Path(gate) if gate else None)
 
     def analyse(self, incident_dir: str, out_dir: str) -> Iterator[dict[str, Any]]:
         """Streamed: `{"progress": stage}` as the analysis goes, then `{"summary": ...}`.
@@ -207,14 +210,15 @@ class _ExpertHandles:
 def build_application(settings: ServeSettings, *, bundle: Path | None, use_model: bool = True,
                       director_replicas: int = 1, cpus: float | None = None,
                       config: FlipmoeConfig | None = None, history: Path | None = None,
-                      diagnosis_model: Path | None = None, ranking_model: Path | None = None) -> Application:
+                      diagnosis_model: Path | None = None, ranking_model: Path | None = None,
+                      gate: Path | None = None) -> Application:
     """The composed application: `serve.run(build_application(...))`.
 
     `cpus`: the CPUs the replicas may take together (default: those of the connected Ray cluster).
     `config`: telemetry backends and delivery targets of alert jobs.
     `history`: a folder of the system's past incidents, the alert history of every analysis (`rca --history`).
-    `diagnosis_model`, `ranking_model`: the models of every analysis, instead of the shipped ones (`rca
-    --diagnosis-model`, `--ranking-model`).
+    `diagnosis_model`, `ranking_model`, `gate`: the models of every analysis, instead of the shipped ones (`rca
+    --diagnosis-model`, `--ranking-model`, `--gate`).
     """
     sizes = deployment_cpus(_cluster_cpus() if cpus is None else cpus, director_replicas=director_replicas,
                             with_models=bundle is not None)
@@ -224,13 +228,9 @@ def build_application(settings: ServeSettings, *, bundle: Path | None, use_model
         # keeps the undecorated class type for decorated classes, hence `Any`.
         return deployment.options(ray_actor_options={"num_cpus": sizes[name]}, **options)
 
-    director = sized(Director, "Director", num_replicas=director_replicas).bind(str(bundle) if bundle else None,
-                                                                                use_model,
-                                                                                str(history) if history else None,
-                                                                                str(diagnosis_model) if diagnosis_model
-                                                                                else None,
-                                                                                str(ranking_model) if ranking_model
-                                                                                else None)
+    director = sized(Director, "Director", num_replicas=director_replicas).bind(
+        *(str(path) if path else None for path in (bundle,)), use_model,
+        *(str(path) if path else None for path in (history, diagnosis_model, ranking_model, gate)))
     router = sized(Router, "Router").bind(str(bundle)) if bundle else None
     experts = sized(Experts, "Experts").bind(str(bundle)) if bundle else None
     expert_names = list(read_manifest(bundle)["experts"]) if bundle else []
@@ -253,12 +253,16 @@ def app_builder(args: dict[str, Any]) -> Application:
                              auth=args.get("auth", "auto"), host=args.get("host", "0.0.0.0"),
                              workers=int(args.get("workers", 2)))
     bundle, config = args.get("bundle"), args.get("config")
-    for field, read in (("diagnosis_model", read_diagnosis_model), ("ranking_model", read_ranking_model)):
+    def path_of(field: str) -> Path | None:
+        return Path(args[field]) if args.get(field) else None
+
+    for field, read in (("diagnosis_model", read_diagnosis_model), ("ranking_model", read_ranking_model),
+                        ("gate", read_gate)):
         if args.get(field):
             read(args[field])  # a bad file stops the deploy with its reason, before any replica starts
     return build_application(settings, bundle=Path(bundle) if bundle else None,
                              director_replicas=int(args.get("director_replicas", 1)),
                              config=FlipmoeConfig.load(config) if config else None,
                              history=Path(args["history"]) if args.get("history") else None,
-                             diagnosis_model=Path(args["diagnosis_model"]) if args.get("diagnosis_model") else None,
-                             ranking_model=Path(args["ranking_model"]) if args.get("ranking_model") else None)
+                             diagnosis_model=path_of("diagnosis_model"), ranking_model=path_of("ranking_model"),
+                             gate=path_of("gate"))

@@ -29,17 +29,19 @@ class DirectorAnalyzer:
     """
 
     def __init__(self, *, bundle: Path | None = None, use_model: bool = True, history: Path | None = None,
-                 diagnosis_model: Path | None = None, ranking_model: Path | None = None) -> None:
+                 diagnosis_model: Path | None = None, ranking_model: Path | None = None,
+                 gate: Path | None = None) -> None:
         from director.actors.base import RunSettings
         from director.director import Director
         from director.runtime import LocalExecutor
 
         self.bundle = bundle if use_model else None
         # `history`: past incidents of the served system, whose alerts weigh the incidents' alerts (`--history`);
-        # `diagnosis_model`, `ranking_model`: models in place of the shipped ones (`--diagnosis-model`, ...).
+        # `diagnosis_model`, `ranking_model`, `gate`: models in place of the shipped ones (`--diagnosis-model`, ...).
         self.director = Director(LocalExecutor(), settings=RunSettings(bundle=self.bundle, history=history,
                                                                        diagnosis_model=diagnosis_model,
-                                                                       ranking_model=ranking_model))
+                                                                       ranking_model=ranking_model,
+                                                                       gate=gate))
         self._lock = threading.Lock()
 
     def __call__(self, incident_dir: Path, out_dir: Path, progress: Any) -> dict[str, Any]:

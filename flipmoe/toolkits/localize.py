@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,6 +108,8 @@ class Localization:
     modalities: tuple[str, ...]
     """Modalities that contributed signals."""
     notes: tuple[str, ...] = ()
+    modality_weights: Mapping[str, float] = field(default_factory=dict)
+    """The weight each modality's evidence had in the fusion (the gate's, or the entropy rule's)."""
 
 
 def squash(score: float, *, half: float = 3.0) -> float:
@@ -143,22 +145,45 @@ def _rarity(signals: Sequence[Signal], n_services: int, config: LocalizationConf
             for kind, services in holders.items()}
 
 
-def _service_anomaly(signals: Sequence[Signal], n_services: int, config: LocalizationConfig
-                     ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+ModalityGate = Callable[[Mapping[str, Mapping[str, float]], int], Mapping[str, float]]
+"""Given every service's evidence per modality ({service: {modality: score in [0, 1]}}, see `modality_evidence`)
+and the number of services, the weight in [0, 1] of each modality's evidence in the fusion. The learned gate of
+the mixture (`router.gate`) is one; `entropy_rule` is the hand-set default."""
+
+
+def modality_evidence(signals: Sequence[Signal], n_services: int, config: LocalizationConfig | None = None
+                      ) -> dict[str, dict[str, float]]:
+    """{service: {modality: how anomalous the modality finds the service}}: the strongest few of its signals,
+    causes over symptoms and rare kinds of evidence over common ones, combined by noisy-OR."""
+    config = config or LocalizationConfig()
     rarity = _rarity(signals, n_services, config)
     by_service: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for signal in signals:
         weight = 1.0 if signal.role == "cause" else config.symptom_weight
         weight *= rarity.get(signal.kind, 1.0) ** config.rarity_power
         by_service[signal.service][signal.modality].append(signal.strength * weight)
-    per_modality: dict[str, dict[str, float]] = {}
-    for service, modalities in by_service.items():
-        per_modality[service] = {m: _noisy_or(sorted(v, reverse=True)[: config.signals_per_modality])
-                                 for m, v in modalities.items()}
+    return {service: {m: _noisy_or(sorted(v, reverse=True)[: config.signals_per_modality])
+                      for m, v in modalities.items()}
+            for service, modalities in by_service.items()}
+
+
+def entropy_rule(per_modality: Mapping[str, Mapping[str, float]], n_services: int,
+                 config: LocalizationConfig | None = None) -> dict[str, float]:
+    """The hand-set weights: a fixed prior per modality times how much the modality singles services out."""
+    config = config or LocalizationConfig()
     focus = _modality_focus(per_modality, n_services, config)
-    fused = {service: _noisy_or(config.modality_weights.get(m, 0.5) * focus[m] * s for m, s in scores.items())
+    return {m: config.modality_weights.get(m, 0.5) * f for m, f in focus.items()}
+
+
+def _service_anomaly(signals: Sequence[Signal], n_services: int, config: LocalizationConfig,
+                     gate: ModalityGate | None = None
+                     ) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, float]]:
+    per_modality = modality_evidence(signals, n_services, config)
+    weights = dict(gate(per_modality, n_services)) if gate is not None else entropy_rule(
+        per_modality, n_services, config)
+    fused = {service: _noisy_or(weights.get(m, 0.0) * s for m, s in scores.items())
              for service, scores in per_modality.items()}
-    return fused, per_modality
+    return fused, per_modality, weights
 
 
 def _modality_focus(per_modality: Mapping[str, Mapping[str, float]], n_services: int,
@@ -224,27 +249,35 @@ def _onset_factor(signals: Sequence[Signal], config: LocalizationConfig) -> dict
             for s, t in starts.items()}
 
 
-def rank_root_causes(
-    signals: Sequence[Signal],
-    *,
-    call_edges: Iterable[tuple[str, str]] = (),
-    services: Iterable[str] = (),
-    pods_of_service: Mapping[str, Sequence[str]] | None = None,
-    placement: Mapping[str, str] | None = None,
-    config: LocalizationConfig | None = None,
-    notes: Sequence[str] = (),
-) -> Localization:
-    """Rank (service, pod, node) suspects from `signals` and the call graph (caller, callee) edges."""
+@dataclass(frozen=True, kw_only=True)
+class FusionParts:
+    """The fusion's intermediate scores for one incident (what `rank_root_causes` combines)."""
+
+    services: list[str]
+    per_modality: dict[str, dict[str, float]]
+    """`modality_evidence`: {service: {modality: score}}."""
+    weights: dict[str, float]
+    """The weight of each modality (the gate's, or `entropy_rule`'s)."""
+    anomaly: dict[str, float]
+    """Per service, the modalities' weighted evidence combined by noisy-OR."""
+    propagation: dict[str, float]
+    """Per service, its PageRank share over the call graph (max 1), or 1 everywhere without a directed graph."""
+    onset: dict[str, float]
+    """Per service with a timed anomaly, its onset factor (1 + bonus for the earliest)."""
+    notes: list[str]
+
+
+def fusion_parts(signals: Sequence[Signal], *, call_edges: Iterable[tuple[str, str]] = (),
+                 services: Iterable[str] = (), config: LocalizationConfig | None = None,
+                 gate: ModalityGate | None = None) -> FusionParts | None:
+    """The fusion's parts over every service in `services`, the signals and the call graph; None without any."""
     config = config or LocalizationConfig()
-    placement = placement or {}
-    pods_of_service = pods_of_service or {}
     edges = list(call_edges)
     all_services = sorted(set(services) | {s.service for s in signals} | {x for e in edges for x in e})
-    notes = list(notes)
     if not all_services:
-        return Localization(root_causes=(), service_scores={}, modalities=(),
-                            notes=(*notes, "no services found in any modality: nothing to rank"))
-    anomaly, per_modality = _service_anomaly(signals, len(all_services), config)
+        return None
+    notes = []
+    anomaly, per_modality, weights = _service_anomaly(signals, len(all_services), config, gate)
     directed = {(caller, callee) for caller, callee in edges if caller != callee}
     if directed and all((callee, caller) in directed for caller, callee in directed):
         # Every edge has its reverse: the graph cannot tell callers from callees (a topology of who
@@ -255,17 +288,44 @@ def rank_root_causes(
     else:
         rank_N = _pagerank(all_services, edges, anomaly, config)
         propagation = dict(zip(all_services, rank_N / rank_N.max(), strict=True))
-    onset = _onset_factor(signals, config)
+    return FusionParts(services=all_services, per_modality=per_modality, weights=weights, anomaly=anomaly,
+                       propagation=propagation, onset=_onset_factor(signals, config), notes=notes)
+
+
+def rank_root_causes(
+    signals: Sequence[Signal],
+    *,
+    call_edges: Iterable[tuple[str, str]] = (),
+    services: Iterable[str] = (),
+    pods_of_service: Mapping[str, Sequence[str]] | None = None,
+    placement: Mapping[str, str] | None = None,
+    config: LocalizationConfig | None = None,
+    notes: Sequence[str] = (),
+    gate: ModalityGate | None = None,
+) -> Localization:
+    """Rank (service, pod, node) suspects from `signals` and the call graph (caller, callee) edges; `gate`
+    weighs each modality's evidence (default: `entropy_rule`)."""
+    config = config or LocalizationConfig()
+    placement = placement or {}
+    pods_of_service = pods_of_service or {}
+    notes = list(notes)
+    parts = fusion_parts(signals, call_edges=call_edges, services=services, config=config, gate=gate)
+    if parts is None:
+        return Localization(root_causes=(), service_scores={}, modalities=(),
+                            notes=(*notes, "no services found in any modality: nothing to rank"))
+    notes.extend(parts.notes)
+    anomaly, propagation, onset = parts.anomaly, parts.propagation, parts.onset
     service_scores = {
         s: math.sqrt(anomaly.get(s, 0.0) * propagation[s]) * onset.get(s, 1.0) / (1.0 + config.onset_bonus)
-        for s in all_services
+        for s in parts.services
     }
     if not signals:
         notes.append("no anomaly found in any modality: the ranking only reflects the call graph")
-    ranked = _rank_pods(signals, service_scores, anomaly, propagation, per_modality, pods_of_service, placement)
+    ranked = _rank_pods(signals, service_scores, anomaly, propagation, parts.per_modality, pods_of_service,
+                        placement)
     modalities = tuple(sorted({s.modality for s in signals}))
     return Localization(root_causes=tuple(ranked), service_scores=service_scores, modalities=modalities,
-                        notes=tuple(notes))
+                        notes=tuple(notes), modality_weights={m: round(w, 4) for m, w in sorted(parts.weights.items())})
 
 
 _ROLLOUT_SPAN = pd.Timedelta(minutes=10)
