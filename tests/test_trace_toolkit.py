@@ -119,6 +119,33 @@ def test_slow_leaf_is_blamed_not_its_callers() -> None:
     assert (t.start, t.end) == (ALERT + pd.Timedelta("2ms"), ALERT + pd.Timedelta("9202ms"))
     by_service = {s.service: s for s in report.services}
     assert by_service["db"].latency_score > 10 and by_service["orders"].latency_score == 0.0
+    # The leaf's 190 added ms are 190 / 204 of what the user waited; the callers added nothing of their own.
+    assert t.latency_share == pytest.approx(190 / 204)
+    assert by_service["db"].latency_share == pytest.approx(190 / 204) and by_service["orders"].latency_share == 0.0
+
+
+def test_a_slowdown_users_cannot_feel_weighs_little_as_evidence() -> None:
+    """A database call that triples from 3 to 9 ms inside 2-second requests is a real change, and explains 0.3%
+    of the latency: its signal is weighed by that share, while the same tripling of a call that makes up most
+    of the request keeps its weight."""
+    from flipmoe.toolkits.signals import trace_signals
+
+    def trace(name: str, at: float, db_ms: float, own_ms: float) -> list[Span]:
+        return [(name, "a", None, "frontend", "home", at, own_ms + db_ms + 2, "ok"),
+                (name, "b", "a", "orders", "get", at + 1, db_ms + 1, "ok"),
+                (name, "c", "b", "db", "query", at + 1.5, db_ms, "ok")]
+
+    def db_strength(db_before: float, db_after: float, own_ms: float) -> tuple[float, float | None]:
+        normal = [x for i in range(30) for x in trace(f"n{i}", 1000.0 * i, db_before * (1 + 0.01 * jitter(i)), own_ms)]
+        during = [x for i in range(20) for x in trace(f"s{i}", 1000.0 * i, db_after, own_ms)]
+        report = analyse_traces(incident_of(normal, during))
+        share = next(s.latency_share for s in report.services if s.service == "db")
+        return max((x.strength for x in trace_signals(report) if x.service == "db"), default=0.0), share
+
+    hidden, hidden_share = db_strength(3.0, 9.0, own_ms=2000.0)
+    felt, felt_share = db_strength(30.0, 90.0, own_ms=5.0)
+    assert hidden_share == pytest.approx(6 / 2011, rel=0.05) and felt_share == pytest.approx(60 / 97, rel=0.05)
+    assert felt > 0.3 and 0 < hidden < 0.05 * felt
 
 
 def test_timeout_limit_is_mean_plus_three_sigma() -> None:

@@ -158,6 +158,9 @@ class TraceAnomaly:
     """Median duration during the incident."""
     baseline_self_p50_ms: float | None = None
     self_p50_ms: float | None = None
+    latency_share: float | None = None
+    """Slow: the operation's added exclusive time (over its baseline median) as a share of the end-to-end time
+    of the traces it ran in, during the incident: how much of the user-visible latency the slowdown explains."""
     timeouts: int | None = None
     """Spans whose duration exceeded the baseline upper limit (mean + 3 sigma)."""
     slow_spans: tuple[SlowSpan, ...] = ()
@@ -194,6 +197,9 @@ class ServiceTraceSummary:
     (0 when not higher)."""
     error_score: float
     """Binomial z of the origin-error rate versus the baseline (0 when not higher)."""
+    latency_share: float | None = None
+    """The service's added exclusive time (over each operation's baseline median) as a share of the end-to-end
+    time of the traces it ran in, during the incident (None without a baseline)."""
 
 
 def to_json(record: Any) -> Any:

@@ -28,6 +28,10 @@ _PER_SERIES_GROUP = 3  # strongest anomalies kept per (service, pod, metric cate
 # a doubling about half.
 _FULL_FOLD = 10.0
 _FULL_ERROR_RATE = 0.05
+# The same for latency found in traces, measured where users feel it: a slowdown that adds FULL_SHARE of the
+# end-to-end time of the requests it sits in counts in full, one that adds a hundredth of that about nothing
+# (a tripled 0.3 ms database call inside a 200 ms request is real, and no incident).
+_FULL_SHARE = 0.1
 
 
 def fold_effect(relative_change: float | None) -> float:
@@ -44,6 +48,14 @@ def effect(now: float | None, normal: float | None) -> float:
     if normal == 0:
         return 1.0 if now != 0 else 0.0
     return fold_effect((now - normal) / abs(normal))
+
+
+def share_effect(share: float | None) -> float:
+    """How much of the user-visible latency a slowdown explains, in [0, 1]: share / FULL_SHARE, capped (1 when
+    unknown)."""
+    if share is None:
+        return 1.0
+    return min(max(share, 0.0) / _FULL_SHARE, 1.0)
 
 
 def error_effect(rate: float | None, normal: float | None) -> float:
@@ -92,7 +104,8 @@ def trace_signals(report: TraceReport) -> list[Signal]:
         if summary.latency_score > 0:
             signals.append(Signal(
                 modality="traces", service=summary.service, role="cause", kind="traces:self_time",
-                strength=squash(summary.latency_score) * effect(summary.self_p95_ms, summary.baseline_self_p95_ms),
+                strength=squash(summary.latency_score) * effect(summary.self_p95_ms, summary.baseline_self_p95_ms)
+                * share_effect(summary.latency_share),
                 summary=f"{summary.service}: exclusive time p95 {summary.self_p95_ms:.1f} ms "
                         f"(normally {_ms(summary.baseline_self_p95_ms)})",
                 evidence={"type": "trace_service", "service": summary.service, "kind": "self_time"}))
@@ -115,7 +128,7 @@ def trace_signals(report: TraceReport) -> list[Signal]:
 
 def _trace_effect(anomaly: TraceAnomaly) -> float:
     if anomaly.kind == "slow_operation":
-        return effect(anomaly.self_p50_ms, anomaly.baseline_self_p50_ms)
+        return effect(anomaly.self_p50_ms, anomaly.baseline_self_p50_ms) * share_effect(anomaly.latency_share)
     if anomaly.kind == "error_chain":
         return error_effect(anomaly.error_rate, anomaly.baseline_error_rate)
     return effect(float(anomaly.calls), anomaly.expected_calls)

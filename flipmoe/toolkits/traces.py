@@ -345,6 +345,10 @@ class _Analysis:
     origin: np.ndarray
     """Error spans without an erroring child: where the error chain starts."""
     current: np.ndarray
+    added_self_ms: np.ndarray
+    """max(0, self time - its operation's median self time in the reference); 0 without a reference."""
+    trace_ms: np.ndarray
+    """End-to-end time of each span's trace: the longest of its root spans."""
 
     @classmethod
     def build(cls, s: _Spans, config: TraceToolkitConfig, notes: list[str]) -> _Analysis:
@@ -359,8 +363,24 @@ class _Analysis:
             notes.append(f"{unjudged.size} operation(s) have no reference spans, so their latency was not "
                          f"judged: {names}{' ...' if unjudged.size > 5 else ''}")
         self_excess = np.where(np.isnan(excess), np.nan, np.maximum(excess, 0.0))
+        n_ops = len(s.op_name)
+        ref_median = pd.Series(s.self_ms[s.reference]).groupby(s.op[s.reference]).median().reindex(range(n_ops))
+        added = np.nan_to_num(np.maximum(s.self_ms - ref_median.to_numpy(np.float64)[s.op], 0.0))
+        roots = s.parent < 0
+        trace_ms = np.zeros(int(s.trace_code.max(initial=-1)) + 1)
+        np.maximum.at(trace_ms, s.trace_code[roots], s.duration_ms[roots])
         return cls(s=s, upper_ms=duration_limits.upper, self_excess=self_excess,
-                   origin=s.error & (erroring_children == 0), current=current)
+                   origin=s.error & (erroring_children == 0), current=current, added_self_ms=added,
+                   trace_ms=trace_ms[s.trace_code])
+
+    def latency_share(self, mask: np.ndarray) -> float | None:
+        """The added self time of the spans in `mask` over the end-to-end time of the traces they ran in:
+        how much of the user-visible latency of those requests the slowdown explains (None without time)."""
+        if not mask.any():
+            return None
+        _, first = np.unique(self.s.trace_code[mask], return_index=True)
+        total = float(self.trace_ms[np.flatnonzero(mask)[first]].sum())
+        return min(float(self.added_self_ms[mask].sum()) / total, 1.0) if total > 0 else None
 
     def time_range(self, idx: np.ndarray) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         if idx.size == 0:
@@ -415,7 +435,7 @@ def _slow_operations(a: _Analysis, config: TraceToolkitConfig) -> list[TraceAnom
             start=start, end=end, evidence=a.evidence(slow_idx, config.examples),
             baseline_p50_ms=a.median(s.duration_ms, of_op & ref), p50_ms=a.median(s.duration_ms, of_op & cur),
             baseline_self_p50_ms=a.median(s.self_ms, of_op & ref),
-            self_p50_ms=a.median(s.self_ms, of_op & cur),
+            self_p50_ms=a.median(s.self_ms, of_op & cur), latency_share=a.latency_share(of_op & cur),
             timeouts=int(np.sum(of_op & cur & (s.duration_ms > a.upper_ms))),
             slow_spans=_slow_path(a, int(slow_idx[0])),
         ))
@@ -553,6 +573,7 @@ def _service_summaries(a: _Analysis, notes: list[str]) -> tuple[ServiceTraceSumm
             self_p50_ms=float(row.p50), self_p95_ms=float(row.p95),
             baseline_self_p50_ms=_float_or_none(ref_p50[i]), baseline_self_p95_ms=_float_or_none(ref_p95[i]),
             latency_score=float(latency_score[i]), error_score=float(error_score[i]),
+            latency_share=a.latency_share(a.current & (a.s.service == codes[i])),
         )
         for i, (_, row) in enumerate(cur.iterrows())
     ]
