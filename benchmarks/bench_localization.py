@@ -30,7 +30,7 @@ from _corpora import chaos_corpus, history_sample, nezha_corpus, tvdiag_corpus
 
 from data_pipeline.chaos import ChaosConfig
 from director.actors.base import RunSettings
-from eval import train_ranking
+from eval import train_gate, train_ranking
 from eval.localization import (
     Scores,
     ablation_rankers,
@@ -57,6 +57,8 @@ from flipmoe.telemetry import find_incidents
 from flipmoe.toolkits.diagnose import DiagnosisModel
 from flipmoe.toolkits.ranking import RankingModel
 from router.bundle import packaged_bundle
+from router.gate import fit as gate_fit
+from router.gate import fixed_gate
 
 IN_SAMPLE = ("(type: in-sample, the shipped diagnosis model was fitted on these incidents; the held-out figures "
              "are in the fault-type section at the end)")
@@ -214,6 +216,55 @@ def ranking_rows(name: str, folder: Path, history: bool, own: list[train_ranking
     print(f"{name:<13} {len(paths):>4}  {cell(fusion):>17}  {cell(transferred):>17}  {cell(within):>17}")
 
 
+def run_gate(root: Path, test: dict[str, Path], own: dict[str, Path | None], folds: int = 4) -> None:
+    """The gate of the mixture (`router.gate`) against other ways of weighing the modalities, through `rca --gate`,
+    on each system held out in turn. `test`: the system's scored incidents; `own`: other incidents of the same
+    system to fit its own gate on (None: k-fold over `test`, shuffled, seed 0). A held-out system's gate is fitted
+    (`eval.train_gate`, as `flipmoe train gate` fits) on the other systems' incidents, own and test alike, and the
+    best single modality is chosen there. Events-only systems (TVDiag) are left out: with one modality a weight
+    changes nothing."""
+    models = root / "gate-models"
+    models.mkdir(parents=True, exist_ok=True)
+    pools = {name: train_gate.collect(find_incidents(folder)) for name, folder in test.items()}
+    own_pools = {name: train_gate.collect(find_incidents(folder)) for name, folder in own.items() if folder}
+    print("\n== the gate of the mixture, each system held out, through rca --gate (service A@1; the oracle counts "
+          "an incident when any of the first four columns puts its root cause first)")
+    columns = ("entropy rule (shipped)", "uniform", "best single", "learned, other systems", "learned, own", "oracle")
+    print(f"{'system':<12} {'n':>4}  " + "  ".join(f"{c:>22}" for c in columns))
+    for name, folder in test.items():
+        train = [r for other in test if other != name for r in pools[other] + own_pools.get(other, [])]
+        gate_row(name, folder, train, own_pools.get(name), pools[name], models, folds)
+
+
+def gate_row(name: str, folder: Path, train: list[train_gate.GateRecord], own: list[train_gate.GateRecord] | None,
+             mine: list[train_gate.GateRecord], models: Path, folds: int) -> None:
+    """One system's row of `run_gate`: `train` from the other systems, `own` from the same system (None: k-fold
+    over `mine`, its scored incidents)."""
+    paths = {path.name: path for path in find_incidents(folder)}
+
+    def through_rca(gate: Any, file: str, ids: Iterable[str] = paths) -> Scores:
+        return rca_scores(paths, ids, gate=gate.save(models / f"{name}-{file}.json") if gate else None)
+
+    chosen = train_gate.strategies(train, gate_fit([r.case for r in train]))
+    single = next(k for k in chosen if k.startswith("best single"))
+    rows = {"rule": through_rca(None, ""), "uniform": through_rca(fixed_gate(), "uniform"),
+            "single": through_rca(chosen[single], "single"), "learned": through_rca(chosen["learned gate"], "others")}
+    if own is not None:
+        rows["own"] = through_rca(gate_fit([r.case for r in own]), "own")
+    else:
+        rows["own"] = Scores()
+        for k, fold in enumerate(train_ranking.shuffled_folds(len(mine), min(folds, len(mine)), seed=0)):
+            held = {mine[i].case.incident for i in fold}
+            rows["own"].extend(through_rca(gate_fit([r.case for r in mine if r.case.incident not in held]),
+                                           f"fold{k}", held))
+    first = [rows[k].service_ranks for k in ("rule", "uniform", "single", "learned")]
+    oracle = sum(any(ranks[i] == 1 for ranks in first) for i in range(len(paths))) / len(paths)
+    cells = [f"{rows[k].summary()['service_A@1']:.3f}" for k in rows]
+    cells[2] += f" ({single[len('best single ('):-1]})"
+    cells[4] += " (k-fold)" if own is None else " (other seeds)"
+    print(f"{name:<12} {len(paths):>4}  " + "  ".join(f"{c:>22}" for c in [*cells, f"{oracle:.3f}"]))
+
+
 def run_changes(name: str, directory: Path) -> None:
     """Change-induced incidents shipped with a release train: several services deployed within a minute of
     the faulty change, only one of them faulty, so "the last change" cannot be the answer by itself."""
@@ -241,15 +292,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for generating the corpus")
     parser.add_argument("--keep", help="keep the corpus in this directory (and reuse it when it is complete)")
     parser.add_argument("--no-model", action="store_true", help="leave out the row with the packaged model bundle")
+    parser.add_argument("--gate-train", type=int, default=30, metavar="N",
+                        help="chaos incidents per system (training seeds 100000+) to fit the gate of each chaos system "
+                             "on its own incidents (default 30; 0: leave the gate section out)")
     parser.add_argument("--changes", type=int, default=30, metavar="N",
                         help="change-induced incidents per system with a release train of innocent deploys "
                              "(default 30; 0: none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
+        chaos: dict[str, Path] = {}
         for offset, system in enumerate(s for s in args.systems.split(",") if s):
             out = chaos_corpus(root, system, args.per_system, seed=args.seed + 1000 * offset, workers=args.workers)
             run(f"chaos {system}", out, not args.no_model)
+            chaos[system] = out
         if args.changes:
             # A release shipped at once (the innocent deploys within a minute of the faulty one, some after it:
             # "the last change" is mostly wrong), then one spread over 15 minutes (earlier changes of the day
@@ -274,6 +330,14 @@ def main() -> None:
             systems.update({name: (folder, True) for name, folder in (tvdiag or {}).items()})
             run_fault_types(root, systems)
             run_rankings(root, systems)
+        if args.gate_train:
+            own: dict[str, Path | None] = {
+                system: chaos_corpus(root / "gate-train", system, args.gate_train, seed=100_000 + 1000 * offset,
+                                     workers=args.workers) for offset, system in enumerate(chaos)}
+            test = dict(chaos)
+            if nezha is not None:
+                test["trainticket"], own["trainticket"] = nezha, None
+            run_gate(root, test, own)
         if nezha is None or tvdiag is None:
             print("\n(../shared/data not found: the real data sets were skipped)")
 
