@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.train_ranking import system_of
-from flipmoe.telemetry import read_incident
-from flipmoe.telemetry.label import load_label
+from eval.train_ranking import analysed, system_of
 from flipmoe.toolkits.localize import ModalityGate as GateFunction
 from flipmoe.toolkits.localize import Signal, fusion_parts, rank_root_causes
 from router.gate import MODALITIES, GateCase, ModalityGate, case_from_parts, fit, fixed_gate
@@ -49,22 +47,12 @@ def collect(directories: Sequence[Path], *, progress: Callable[[str], None] | No
             history_from_folder: bool = False) -> list[GateRecord]:
     """Each labelled incident's signals, as `rca` computes them with the gate and the learned ranking off; with
     `history_from_folder`, each incident's parent folder is its alert history (`rca --history`)."""
-    from director.actors.base import RunSettings
-    from director.director import Director, local_director
     from flipmoe.toolkits.index import build_index
 
-    directors: dict[Path | None, Director] = {}
     records = []
-    for position, directory in enumerate(directories, start=1):
-        label = load_label(directory)
-        if label is None:
-            continue
-        history = Path(directory).resolve().parent if history_from_folder else None
-        if history not in directors:
-            directors[history] = local_director(settings=RunSettings(learned_ranking=False, learned_gate=False,
-                                                                     history=history))
-        incident = read_incident(directory)
-        _, outputs = directors[history].analyse_with_outputs(incident, STEPS)
+    for directory, label, incident, outputs in analysed(directories, STEPS, progress=progress, every=25,
+                                                        history_from_folder=history_from_folder,
+                                                        learned_ranking=False, learned_gate=False):
         analyses = [o for o in outputs.values() if o is not None and o.available]
         modalities = {o.modality for o in analyses}
         signals = tuple(s for o in analyses for s in o.signals if s.modality in modalities)
@@ -77,8 +65,6 @@ def collect(directories: Sequence[Path], *, progress: Callable[[str], None] | No
                                    label_service=label.service)
             records.append(GateRecord(case=case, signals=signals, edges=edges, services=services,
                                       label_service=label.service))
-        if progress is not None and position % 25 == 0:
-            progress(f"[{position}/{len(directories)}] incidents analysed")
     return records
 
 

@@ -14,14 +14,14 @@ never seen.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flipmoe.telemetry import find_incidents, read_incident
+from flipmoe.telemetry import Incident, find_incidents, read_incident
 from flipmoe.telemetry.label import Label, load_label
 from flipmoe.toolkits.ranking import FEATURES, RankingModel
 
@@ -49,23 +49,37 @@ def system_of(directory: Path, label: Label) -> str:
     return label.source or directory.parent.name
 
 
-def collect(directories: Sequence[Path], *, progress: Callable[[str], None] | None = None,
-            history_from_folder: bool = False) -> list[Group]:
-    """Each labelled incident's candidates and features, as `rca` computes them with the learned ranking off;
-    with `history_from_folder`, each incident's parent folder is its alert history (`rca --history`)."""
+def analysed(directories: Sequence[Path], steps: Sequence[str], *, progress: Callable[[str], None] | None = None,
+             history_from_folder: bool = False, every: int = 50, **settings: Any
+             ) -> Iterator[tuple[Path, Label, Incident, dict[str, Any]]]:
+    """Each labelled incident of `directories` (unlabelled ones are skipped) run through the shipped path (`rca`'s
+    Director in this process, with `RunSettings(**settings)`): its folder, label, incident and the outputs of the
+    runbook steps `steps`. With `history_from_folder`, each incident's parent folder is its alert history (`rca
+    --history`)."""
     from director.actors.base import RunSettings
     from director.director import Director, local_director
 
     directors: dict[Path | None, Director] = {}
-    groups = []
     for position, directory in enumerate(directories, start=1):
         label = load_label(directory)
-        if label is None:
-            continue
-        history = Path(directory).resolve().parent if history_from_folder else None
-        if history not in directors:
-            directors[history] = local_director(settings=RunSettings(learned_ranking=False, history=history))
-        _, outputs = directors[history].analyse_with_outputs(read_incident(directory), ["rank"])
+        if label is not None:
+            history = Path(directory).resolve().parent if history_from_folder else None
+            if history not in directors:
+                directors[history] = local_director(settings=RunSettings(history=history, **settings))
+            incident = read_incident(directory)
+            _, outputs = directors[history].analyse_with_outputs(incident, steps)
+            yield directory, label, incident, outputs
+        if progress is not None and position % every == 0:
+            progress(f"[{position}/{len(directories)}] incidents analysed")
+
+
+def collect(directories: Sequence[Path], *, progress: Callable[[str], None] | None = None,
+            history_from_folder: bool = False) -> list[Group]:
+    """Each labelled incident's candidates and features, as `rca` computes them with the learned ranking off;
+    with `history_from_folder`, each incident's parent folder is its alert history (`rca --history`)."""
+    groups = []
+    for directory, label, _, outputs in analysed(directories, ["rank"], progress=progress,
+                                                 history_from_folder=history_from_folder, learned_ranking=False):
         rank = outputs["rank"]
         if rank is None or not rank.features:
             continue
@@ -73,8 +87,6 @@ def collect(directories: Sequence[Path], *, progress: Callable[[str], None] | No
         groups.append(Group(system=system_of(directory, label), incident=directory.name,
                             x_CF=np.array(rank.features, dtype=float), y_C=np.array(y, dtype=float),
                             services=tuple(s for s, _ in rank.candidates), label_service=label.service))
-        if progress is not None and position % 50 == 0:
-            progress(f"[{position}/{len(directories)}] incidents analysed")
     return groups
 
 

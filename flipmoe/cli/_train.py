@@ -12,10 +12,14 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from experts.megatron.cli import add_megatron_arguments  # argparse only: neither torch nor megatron
 from router.cli import register_train_detector, register_train_router
+
+_T = TypeVar("_T")
 
 DEFAULT_EXPERTS_DIR = Path("build") / "experts"
 """Where `train tokenizer` and `train expert` write when no --out is given (one folder per expert)."""
@@ -69,15 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the shipped RCA path (learned ranking off) on labelled incidents, read the localize step's "
                     "candidates and features, fit a logistic regression (one configuration for all systems), report "
                     "leave-one-system-out A@1 next to the fusion's own order, and write the model.")
-    ranking.add_argument("--incidents", action="append", default=[], metavar="DIR",
-                         help="labelled incidents, or directories of them (repeatable), e.g. imported TVDiag cases")
-    ranking.add_argument("--chaos-per-system", type=int, default=40, metavar="N",
-                         help="chaos-gym incidents per system (webshop, ticketing) to add (default 40; 0: none)")
-    ranking.add_argument("--chaos-seed", type=int, default=100_000, metavar="S",
-                         help="first chaos training seed (default 100000; benchmarks use 700000 and above)")
-    ranking.add_argument("--history-from-folder", action="store_true",
-                         help="analyse each incident with its parent folder as the alert history, as "
-                              "'flipmoe rca --history FOLDER' does")
+    _add_labelled_arguments(ranking, chaos_per_system=40)
     ranking.add_argument("--out", metavar="PATH", help="where the model goes (default: the shipped "
                                                        "flipmoe/toolkits/ranking_model.json)")
     ranking.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
@@ -89,15 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the gate (per modality a weight from features of its evidence, one configuration for all "
                     "systems), report leave-one-system-out A@1 next to the entropy rule, uniform weights, the best "
                     "single modality and the oracle, and write the gate.")
-    gate.add_argument("--incidents", action="append", default=[], metavar="DIR",
-                      help="labelled incidents, or directories of them (repeatable), e.g. your system's post-mortems")
-    gate.add_argument("--chaos-per-system", type=int, default=30, metavar="N",
-                      help="chaos-gym incidents per system (webshop, ticketing) to add (default 30; 0: none)")
-    gate.add_argument("--chaos-seed", type=int, default=100_000, metavar="S",
-                      help="first chaos training seed (default 100000; benchmarks use 700000 and above)")
-    gate.add_argument("--history-from-folder", action="store_true",
-                      help="analyse each incident with its parent folder as the alert history, as "
-                           "'flipmoe rca --history FOLDER' does")
+    _add_labelled_arguments(gate, chaos_per_system=30)
     gate.add_argument("--out", metavar="PATH", required=True,
                       help="where the gate goes; use it with 'flipmoe rca --gate PATH'")
     gate.add_argument("--quiet", action="store_true", help="no progress lines on standard error")
@@ -177,24 +165,12 @@ def _diagnosis(args: argparse.Namespace) -> int:
 
 
 def _ranking(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from eval.train_ranking import incident_dirs, train_ranking
+    from eval.train_ranking import train_ranking
     from flipmoe.toolkits.ranking import MODEL_FILE
 
-    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     out = Path(args.out or MODEL_FILE)
-    command = "flipmoe train ranking " + " ".join(
-        [*(f"--incidents {shlex.quote(d)}" for d in args.incidents), f"--chaos-per-system {args.chaos_per_system}",
-         f"--chaos-seed {args.chaos_seed}", *(["--history-from-folder"] if args.history_from_folder else [])])
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        directories = incident_dirs(args.incidents) if args.incidents else []
-        if args.chaos_per_system:
-            directories += _chaos_dirs(Path(tmp), args.chaos_per_system, args.chaos_seed)
-        model = train_ranking(directories, out=out, command=command, progress=progress,
-                              history_from_folder=args.history_from_folder)
-    print(f"wrote {out} in {time.perf_counter() - started:.0f} s from {model.card['incidents']} incidents "
+    model, seconds = _train_on_labelled(args, "ranking", train_ranking, out)
+    print(f"wrote {out} in {seconds:.0f} s from {model.card['incidents']} incidents "
           f"({', '.join(f'{k} {v}' for k, v in model.card['systems'].items())})")
     print(f"{'held-out system':<18} {'n':>5} {'fusion A@1':>11} {'learned A@1':>12}")
     for system, row in model.card["leave_one_system_out"].items():
@@ -204,6 +180,43 @@ def _ranking(args: argparse.Namespace) -> int:
         name = f"{cv['folds']}-fold, all"
         print(f"{name:<18} {model.card['incidents']:>5} {cv['fusion_A@1']:>11.3f} {cv['learned_A@1']:>12.3f}")
     return 0
+
+
+def _add_labelled_arguments(parser: argparse.ArgumentParser, *, chaos_per_system: int) -> None:
+    """What `train ranking` and `train gate` learn from: labelled folders and chaos incidents."""
+    parser.add_argument("--incidents", action="append", default=[], metavar="DIR",
+                        help="labelled incidents, or directories of them (repeatable), e.g. imported TVDiag cases or "
+                             "your system's post-mortems")
+    parser.add_argument("--chaos-per-system", type=int, default=chaos_per_system, metavar="N",
+                        help=f"chaos-gym incidents per system (webshop, ticketing) to add (default {chaos_per_system}; "
+                             "0: none)")
+    parser.add_argument("--chaos-seed", type=int, default=100_000, metavar="S",
+                        help="first chaos training seed (default 100000; benchmarks use 700000 and above)")
+    parser.add_argument("--history-from-folder", action="store_true",
+                        help="analyse each incident with its parent folder as the alert history, as "
+                             "'flipmoe rca --history FOLDER' does")
+
+
+def _train_on_labelled(args: argparse.Namespace, what: str, train: Callable[..., _T], out: Path,
+                       extra: Sequence[str] = ()) -> tuple[_T, float]:
+    """`train ranking|gate`: run `train` on the labelled folders and chaos incidents `_add_labelled_arguments`
+    named; (what it returned, seconds taken)."""
+    import tempfile
+
+    from eval.train_ranking import incident_dirs
+
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    command = f"flipmoe train {what} " + " ".join(
+        [*(f"--incidents {shlex.quote(d)}" for d in args.incidents), f"--chaos-per-system {args.chaos_per_system}",
+         f"--chaos-seed {args.chaos_seed}", *(["--history-from-folder"] if args.history_from_folder else []), *extra])
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        directories = incident_dirs(args.incidents) if args.incidents else []
+        if args.chaos_per_system:
+            directories += _chaos_dirs(Path(tmp), args.chaos_per_system, args.chaos_seed)
+        result = train(directories, out=out, command=command, progress=progress,
+                       history_from_folder=args.history_from_folder)
+    return result, time.perf_counter() - started
 
 
 def _chaos_dirs(tmp: Path, per_system: int, seed: int) -> list[Path]:
@@ -219,28 +232,14 @@ def _chaos_dirs(tmp: Path, per_system: int, seed: int) -> list[Path]:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    import tempfile
-
     from eval.train_gate import train_gate
-    from eval.train_ranking import incident_dirs
     from flipmoe.errors import FlipmoeInputError
 
     out = Path(args.out)
     if not out.parent.is_dir():
         raise FlipmoeInputError("the folder for --out does not exist", path=out.parent)
-    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    command = "flipmoe train gate " + " ".join(
-        [*(f"--incidents {shlex.quote(d)}" for d in args.incidents), f"--chaos-per-system {args.chaos_per_system}",
-         f"--chaos-seed {args.chaos_seed}", *(["--history-from-folder"] if args.history_from_folder else []),
-         f"--out {shlex.quote(args.out)}"])
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        directories = incident_dirs(args.incidents) if args.incidents else []
-        if args.chaos_per_system:
-            directories += _chaos_dirs(Path(tmp), args.chaos_per_system, args.chaos_seed)
-        gate = train_gate(directories, out=out, command=command, progress=progress,
-                          history_from_folder=args.history_from_folder)
-    print(f"wrote {out} in {time.perf_counter() - started:.0f} s from {gate.card['incidents']} incidents with two or "
+    gate, seconds = _train_on_labelled(args, "gate", train_gate, out, [f"--out {shlex.quote(args.out)}"])
+    print(f"wrote {out} in {seconds:.0f} s from {gate.card['incidents']} incidents with two or "
           f"more modalities ({', '.join(f'{k} {v}' for k, v in gate.card['systems'].items())})")
     print("weights: " + ", ".join(f"bias[{m}] {b:+.2f}" for m, b in gate.bias.items()) + "; "
           + ", ".join(f"{f} {c:+.2f}" for f, c in zip(gate.features, gate.coef, strict=True)))
