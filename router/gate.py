@@ -1,19 +1,20 @@
 """The gate of the mixture: how much each modality's evidence counts in one incident's ranking.
 
-The localisation (`flipmoe.toolkits.localize`) combines, per service, what each modality found — the
-metrics, traces, logs and events analyses, where the experts' scores enter too — and by default weighs a
-modality by a fixed prior times how much it singles services out (`entropy_rule`). The gate learns that
-weighting instead, from labelled incidents of several systems: for each modality of an incident it reads
+The localisation (`flipmoe.toolkits.localize`) combines, per service, what each modality's analysis found
+(metrics, traces, logs, events; the experts' scores are not among them yet) and by default weighs a modality
+by a fixed prior times how much it singles services out (`entropy_rule`). The gate learns a correction of
+that weighting from labelled incidents of several systems: for each modality of an incident it reads
 features that mean the same thing in every system (how focused the modality's evidence is, how strong and
-how clear its favourite, how many services it flags, whether the other modalities agree with it) and gives
-the modality a weight in (0, 1):
+how clear its favourite, how many services it flags, whether the other modalities agree with it) and
+weighs the modality
 
-    w_m = sigmoid(bias_m + coef · features_m)
+    w_m = rule_m * 2 * sigmoid(bias_m + coef . features_m)
 
-with a bias per modality and one coefficient per feature shared by all modalities (ten numbers in all, so
-that a few hundred incidents can fit them). It is trained by `flipmoe train gate` (`eval.train_gate`),
-validated leave-one-system-out, and used by `flipmoe rca --gate FILE`; the shipped rule stays the default
-until a gate beats it on systems it has not seen.
+with a bias per modality and one coefficient per feature shared by all modalities: ten numbers in all, so
+that a few hundred incidents can fit them, and all of them 0 give the rule exactly. It is trained by
+`flipmoe train gate` (`eval.train_gate`), validated leave-one-system-out, and used by `flipmoe rca --gate
+FILE`; the rule stays the default until a gate beats it on systems it has not seen (none has yet: README,
+"The gate of the mixture"). `fixed_gate` gives the baselines (uniform weights, one modality alone).
 
 Inference is numpy; the fit (`fit`) uses torch for its gradients.
 """

@@ -234,7 +234,8 @@ def localize_step(ctx: ActorContext, args: LocalizeInput) -> LocalizeOutput:
     candidates = causes[:CANDIDATES]
     features = candidate_features(candidates, signals, ctx.index) if candidates else None
     if args.hints is not None and args.hints.finished:  # on the fusion's scores, before any re-ranking
-        causes, decisions = _apply_hints(causes, args.hints, signals, args.hint_weight)
+        causes, hinted = _apply_hints(causes, args.hints, signals, args.hint_weight)
+        decisions += hinted
     model, problem = default_model(ctx.settings.ranking_model) if ctx.settings.learned_ranking else (None, None)
     if problem:
         gaps.append(Gap(what="learned ranking", reason=f"{problem}; the fusion's order stands"))

@@ -147,8 +147,9 @@ def _rarity(signals: Sequence[Signal], n_services: int, config: LocalizationConf
 
 ModalityGate = Callable[[Mapping[str, Mapping[str, float]], int], Mapping[str, float]]
 """Given every service's evidence per modality ({service: {modality: score in [0, 1]}}, see `modality_evidence`)
-and the number of services, the weight in [0, 1] of each modality's evidence in the fusion. The learned gate of
-the mixture (`router.gate`) is one; `entropy_rule` is the hand-set default."""
+and the number of services, the weight (>= 0) of each modality's evidence in the fusion; a weighted score is capped
+at 1 before the modalities combine. The learned gate of the mixture (`router.gate`) is one; `entropy_rule` is the
+hand-set default."""
 
 
 def modality_evidence(signals: Sequence[Signal], n_services: int, config: LocalizationConfig | None = None
