@@ -139,8 +139,10 @@ def test_train_a_gate_then_rca_weighs_the_modalities_with_it(two_systems, tmp_pa
                  "--incidents", str(two_systems / "ticketing"), "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "held out: webshop (4 incidents)" in printed and "held out: ticketing (4 incidents)" in printed
+    assert "5-fold, all (8 incidents), service A@1: entropy rule (shipped)" in printed
     gate = read_gate(out)
     assert set(gate.card["leave_one_system_out"]) == {"webshop", "ticketing"}
+    assert gate.card["cross_validated"]["folds"] == 5
     assert gate.card["command"].startswith("flipmoe train gate --incidents")
 
     incident = read_incident(sorted(p for p in (two_systems / "webshop").iterdir() if p.is_dir())[0])

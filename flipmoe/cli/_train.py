@@ -243,11 +243,13 @@ def _gate(args: argparse.Namespace) -> int:
           f"more modalities ({', '.join(f'{k} {v}' for k, v in gate.card['systems'].items())})")
     print("weights: " + ", ".join(f"bias[{m}] {b:+.2f}" for m, b in gate.bias.items()) + "; "
           + ", ".join(f"{f} {c:+.2f}" for f, c in zip(gate.features, gate.coef, strict=True)))
+    cv = gate.card["cross_validated"]
     rows = {**{f"held out: {k}": v for k, v in gate.card["leave_one_system_out"].items()},
+            **({f"{cv['folds']}-fold, all": cv} if cv else {}),
             "all (in-sample)": {"incidents": gate.card["incidents"], **gate.card["in_sample"]}}
     for name, row in rows.items():
         print(f"{name} ({row['incidents']} incidents), service A@1: "
-              + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k != "incidents"))
+              + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("incidents", "folds")))
     return 0
 
 
