@@ -258,7 +258,8 @@ def gate_row(name: str, folder: Path, train: list[train_gate.GateRecord], own: l
             rows["own"].extend(through_rca(gate_fit([r.case for r in mine if r.case.incident not in held]),
                                            f"fold{k}", held))
     first = [rows[k].service_ranks for k in ("rule", "uniform", "single", "learned")]
-    oracle = sum(any(ranks[i] == 1 for ranks in first) for i in range(len(paths))) / len(paths)
+    # Every column scored the same incidents in the same order (one that cannot be read is in none of them).
+    oracle = sum(any(ranks[i] == 1 for ranks in first) for i in range(len(first[0]))) / max(len(first[0]), 1)
     cells = [f"{rows[k].summary()['service_A@1']:.3f}" for k in rows]
     cells[2] += f" ({single[len('best single ('):-1]})"
     cells[4] += " (k-fold)" if own is None else " (other seeds)"

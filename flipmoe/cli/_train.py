@@ -52,12 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diagnosis.add_argument("--workers", type=int, metavar="W", help="parallel processes (default 2)")
     diagnosis.add_argument("--no-chaos", action="store_true",
                            help="simulate no chaos incidents: train on the --incidents alone")
-    diagnosis.add_argument("--incidents", action="append", default=[], metavar="DIR",
-                           help="labelled incidents, or folders of them (repeatable): imported real incidents "
-                                "(flipmoe import nezha|tvdiag) or your own post-mortems with a label.json each")
-    diagnosis.add_argument("--history-from-folder", action="store_true",
-                           help="analyse each labelled incident with its parent folder as its alert history, as "
-                                "'flipmoe rca --history FOLDER' does")
+    _add_incident_arguments(diagnosis)
     diagnosis.add_argument("--save-samples", metavar="FILE",
                            help="also write the collected features and labels as JSON lines")
     diagnosis.add_argument("--from-samples", metavar="FILE",
@@ -182,19 +177,24 @@ def _ranking(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_incident_arguments(parser: argparse.ArgumentParser) -> None:
+    """The labelled folders `train diagnosis|ranking|gate` learn from, and how their alert history is read."""
+    parser.add_argument("--incidents", action="append", default=[], metavar="DIR",
+                        help="labelled incidents, or folders of them (repeatable): imported real incidents "
+                             "(flipmoe import nezha|tvdiag) or your own post-mortems with a label.json each")
+    parser.add_argument("--history-from-folder", action="store_true",
+                        help="analyse each labelled incident with its parent folder as its alert history, as "
+                             "'flipmoe rca --history FOLDER' does")
+
+
 def _add_labelled_arguments(parser: argparse.ArgumentParser, *, chaos_per_system: int) -> None:
     """What `train ranking` and `train gate` learn from: labelled folders and chaos incidents."""
-    parser.add_argument("--incidents", action="append", default=[], metavar="DIR",
-                        help="labelled incidents, or directories of them (repeatable), e.g. imported TVDiag cases or "
-                             "your system's post-mortems")
+    _add_incident_arguments(parser)
     parser.add_argument("--chaos-per-system", type=int, default=chaos_per_system, metavar="N",
                         help=f"chaos-gym incidents per system (webshop, ticketing) to add (default {chaos_per_system}; "
                              "0: none)")
     parser.add_argument("--chaos-seed", type=int, default=100_000, metavar="S",
                         help="first chaos training seed (default 100000; benchmarks use 700000 and above)")
-    parser.add_argument("--history-from-folder", action="store_true",
-                        help="analyse each incident with its parent folder as the alert history, as "
-                             "'flipmoe rca --history FOLDER' does")
 
 
 def _train_on_labelled(args: argparse.Namespace, what: str, train: Callable[..., _T], out: Path,
