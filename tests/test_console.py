@@ -130,11 +130,18 @@ def test_token_upload_live_progress_and_report(browser: Any, tmp_path: Path) -> 
         frame = until(browser, lambda: browser.find_element(By.ID, "report-frame").get_attribute("srcdoc")
                       and browser.find_element(By.ID, "report-frame"), "the report was not loaded")
         assert frame.get_attribute("sandbox") == ""
-        browser.switch_to.frame(frame)
-        try:
-            assert browser.find_element(By.ID, "marker").text == "placeholder report for the console"
-        finally:
+
+        def marker_in_frame() -> str:
+            # srcdoc is set before the frame has parsed it: look inside the frame until the report is there.
             browser.switch_to.default_content()
+            browser.switch_to.frame(browser.find_element(By.ID, "report-frame"))
+            try:
+                return str(browser.find_element(By.ID, "marker").text)
+            finally:
+                browser.switch_to.default_content()
+
+        assert until(browser, marker_in_frame, "the report frame did not render") == \
+            "placeholder report for the console"
         assert browser.current_url.endswith(f"#report={job_id}")
         assert console_errors(browser) == []
 
