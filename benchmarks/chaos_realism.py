@@ -18,8 +18,10 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
+
 from data_pipeline.chaos import generate_incident
-from data_pipeline.chaos.realism import STAT_NAMES, realism_stats
+from data_pipeline.chaos.realism import STAT_NAMES, noise_by_metric, realism_stats
 from flipmoe.importers.nezha import NezhaImportError, import_nezha
 from flipmoe.telemetry import Incident, read_incident
 
@@ -73,19 +75,46 @@ def main() -> None:
     parser.add_argument("--nezha", type=Path, default=NEZHA, help="the Nezha TrainTicket data set")
     args = parser.parse_args()
     columns: dict[str, dict[str, float]] = {}
+    noise: dict[str, pd.DataFrame] = {}
     if args.nezha.is_dir():
         incidents, seconds = timed(partial(real_incidents, args.nezha))
         columns["real TrainTicket"] = realism_stats(incidents)
+        noise["real TrainTicket"] = noise_by_metric(incidents)
         print(f"real TrainTicket: {len(incidents)} incidents imported in {seconds:.1f} s")
     else:
         print(f"real TrainTicket: {args.nezha} not found; column left out")
     for column, system in CHAOS_SYSTEMS.items():
         incidents, seconds = timed(partial(chaos_incidents, system, args.n, args.seed))
         columns[column] = realism_stats(incidents)
+        noise[column] = noise_by_metric(incidents)
         print(f"{column}: {len(incidents)} incidents generated in {seconds:.1f} s "
               f"({seconds / len(incidents):.2f} s each)")
     print()
     print_table(columns)
+    print_shared_noise(noise)
+
+
+def print_shared_noise(noise: dict[str, pd.DataFrame]) -> None:
+    """Metric noise per metric name that the real day shares with a chaos column (the same naming scheme)."""
+    real = noise.get("real TrainTicket")
+    if real is None:
+        return
+    for column, table in noise.items():
+        shared = real.index.intersection(table.index)
+        shared = [m for m in shared if real.loc[m, "series"] > 0 and table.loc[m, "series"] > 0]
+        if column == "real TrainTicket" or not shared:
+            continue
+        print(f"\nmetric noise per metric name, real TrainTicket vs {column} ({len(shared)} shared names; "
+              "median over series)")
+        print(f"{'metric':<26} | {'real CV':>8} | {'chaos CV':>8} | {'real acf1':>9} | {'chaos acf1':>10}")
+        for m in shared:
+            print(f"{m:<26} | {real.loc[m, 'cv']:>8.3g} | {table.loc[m, 'cv']:>8.3g} | "
+                  f"{real.loc[m, 'acf1']:>9.3g} | {table.loc[m, 'acf1']:>10.3g}")
+        ratios = table.loc[shared, "cv"] / real.loc[shared, "cv"]
+        within = int(((ratios > 0.75) & (ratios < 1.25)).sum())
+        medians = real.loc[shared, "cv"].median(), table.loc[shared, "cv"].median()
+        print(f"CV within 25% of the real day's on {within} of {len(shared)} shared metric names; median of the "
+              f"per-name medians: real {medians[0]:.3g}, chaos {medians[1]:.3g}")
 
 
 if __name__ == "__main__":

@@ -65,10 +65,15 @@ def _root_pods(incident, label) -> list[str]:
 
 
 def _moved(base: pd.Series, after: pd.Series, *, use_max: bool = False) -> bool:
-    """The fault period departs from the baseline by far more than the baseline's own spread."""
+    """The fault period departs from the baseline by far more than the baseline's own spread.
+
+    The spread is the baseline's 5-95% range over 3.3 (one standard deviation of a normal), so a lone
+    blip in the baseline (a few errors in a quiet bucket) does not hide the fault.
+    """
     b = base.to_numpy()
     a = after.to_numpy().max() if use_max else after.to_numpy().mean()
-    return abs(a - b.mean()) > 4 * b.std() + 0.1 * abs(b.mean()) + 1e-9
+    low, high = np.percentile(b, [5, 95])
+    return abs(a - b.mean()) > 4 * (high - low) / 3.3 + 0.1 * abs(b.mean()) + 1e-9
 
 
 def _logs_matching(table, service: str, pattern: str) -> int:
@@ -359,3 +364,52 @@ def test_a_spread_release_train_deploys_before_the_faulty_change():
     assert len(offsets) >= 3
     assert ((offsets >= -930) & (offsets <= 60)).all()
     assert offsets.min() < -60, "some land well before the faulty change"
+
+
+# --- noise like real telemetry --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quiet_ticketing():
+    """A fault-free stretch of the ticketing system: the baseline of one incident."""
+    incident, _ = generate_incident("ticketing", "cpu_hog", seed=5, window_minutes=20, config=FAST)
+    return incident
+
+
+def test_requests_arrive_as_a_poisson_process(quiet_ticketing):
+    # A lightly loaded pod's request count jumps from bucket to bucket as counting noise does
+    # (variance about the mean), instead of following the smooth load curve.
+    metrics = quiet_ticketing.baseline.metrics
+    workload = metrics[metrics.metric == "PodWorkload(Ops)"]
+    step = 30.0
+    ratios = []
+    for _, series in workload.groupby("pod"):
+        counts = series.sort_values("timestamp")["value"].to_numpy() * step
+        if counts.mean() > 2:
+            ratios.append(counts.var() / counts.mean())
+    assert len(ratios) >= 5
+    assert 0.5 < float(np.median(ratios)) < 3.0
+
+
+def test_memory_drifts_and_cpu_comes_in_bursts(quiet_ticketing):
+    from data_pipeline.chaos.realism import noise_by_metric
+
+    noise = noise_by_metric(quiet_ticketing)
+    memory, cpu = noise.loc["MemoryUsage(Mi)"], noise.loc["CpuUsageRate(%)"]
+    assert memory["cv"] < 0.02 and memory["acf1"] > 0.5      # smooth and autocorrelated
+    assert cpu["cv"] > 0.3 and abs(cpu["acf1"]) < 0.3        # bursty, sample to sample
+
+
+def test_spring_database_calls_hang_from_a_repository_span(quiet_ticketing):
+    spans = quiet_ticketing.spans
+    by_id = spans.set_index("span_id")
+    sql = spans[spans.operation.str.startswith("SELECT ") & spans.service.str.startswith("ts-")]
+    assert len(sql)
+    parents = by_id.loc[sql.parent_span_id]
+    assert parents.operation.str.fullmatch(r"[A-Za-z0-9]+Repository\.(findAll|save)").all()
+    assert (parents.service.to_numpy() == sql.service.to_numpy()).all()
+    assert parents.operation.str.contains("Controller").sum() == 0
+    grandparents = by_id.loc[parents.parent_span_id]
+    assert grandparents.operation.str.contains(r"Controller\.").all()
+    # The repository span encloses its call.
+    assert (parents.start.to_numpy() <= sql.start.to_numpy()).all()
+    assert (parents.duration.to_numpy() >= sql.duration.to_numpy()).all()

@@ -6,6 +6,7 @@ from data_pipeline.chaos.realism import (
     STAT_NAMES,
     fault_free_metrics,
     log_lines_per_pod_minute,
+    noise_by_metric,
     realism_stats,
     series_noise,
     spans_per_trace,
@@ -71,6 +72,16 @@ def test_noise_of_known_series():
     # Series are ordered by metric name: flat, flip, ramp ("short" has too few samples).
     assert cv == pytest.approx([0.0, 0.5, np.sqrt(1.25) / 2.5])
     assert acf1 == pytest.approx([-0.75, 0.25]), "a constant series has no autocorrelation"
+
+
+def test_noise_per_metric_name():
+    incident = _incident(metrics=_metrics({"ramp": [1, 2, 3, 4], "flip": [1, 3, 1, 3], "short": [1, 9]}),
+                         alert_minutes=10)
+    table = noise_by_metric([incident, incident])
+    assert list(table.index) == ["flip", "ramp", "short"]
+    assert table.loc["flip", "series"] == 2 and table.loc["flip", "cv"] == pytest.approx(0.5)
+    assert table.loc["flip", "acf1"] == pytest.approx(-0.75)
+    assert table.loc["short", "series"] == 0 and np.isnan(table.loc["short", "cv"])
 
 
 def test_fault_free_metrics_prefer_the_baseline_then_pre_alert_samples():

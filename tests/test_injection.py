@@ -154,7 +154,7 @@ def test_the_explorer_never_shows_planted_text_to_its_model(clean: Incident) -> 
     poisoned = _poison(clean, "frontend", alert=True)
     shown = ExploreTools(poisoned).search_logs("frontend")
     listed = {g["message"] for g in shown.data["groups"]}  # the raw rows behind the text (15 groups at most)
-    assert len([p for p in PAYLOADS if p in listed]) >= 10
+    assert len([p for p in PAYLOADS if p in listed]) > len(PAYLOADS) // 2  # the service's own warnings come first
     model = ObedientModel()
     result = run_explorer(model, ExplorerTools(ActorContext(incident=poisoned)), max_steps=4)
     assert result.finished and [c.service for c in result.root_causes] == ["cartservice", "frontend"]

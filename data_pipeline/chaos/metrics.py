@@ -36,6 +36,12 @@ _NODE = ("node_cpu", "node_mem", "node_net_rx", "node_disk_io")
 _NOISE_SCALE = {"cpu": 4.0, "cpu_pressure": 2.0, "cpu_throttle": 2.0, "net_rx": 3.0, "net_tx": 3.0, "net_drop": 3.0,
                 "disk_write": 5.0, "disk_io": 3.0, "gc_time": 4.0, "node_cpu": 1.5, "node_net_rx": 2.0,
                 "node_disk_io": 2.0, "event_loop_lag": 3.0, "threads_busy": 2.0, "workers_busy": 2.0}
+# Memory drifts slowly (heap growth and collection, page cache) instead of jumping from sample to sample:
+# its noise is an AR(1) process in time, small and autocorrelated, as on the real TrainTicket day (pod
+# pod memory: coefficient of variation 0.004, lag-1 autocorrelation 0.87; node memory 0.008 and 0.67).
+_DRIFTING = {"mem": 0.1, "mem_ratio": 0.1, "node_mem": 0.25}
+"""Quantity -> the stationary spread of its drift, in units of `noise`."""
+_DRIFT_PHI = 0.9
 _EXACT = {"restarts", "goroutines", "db_connections", "req_rate", "err_ratio", "lat_p50", "lat_p95", "lat_p99",
           "client_lat_p95", "slow_queries", "cache_hit"}
 """Quantities that carry their own sampling noise (or are counts) and get no extra noise."""
@@ -81,8 +87,10 @@ class _Quantities:
         self.client_lat_p95 = group_quantiles(key[client], r.dur[client] / 1000, T * P, (0.95,))[:, 0].reshape(T, P)
         self.busy = per_pod(served, w * r.dur / 1000) / step              # concurrent requests (Little's law)
         op_bytes = s.compiled.op_bytes[r.op]
-        self.net_rx = (per_pod(served, w * _REQUEST_BYTES) + per_pod(client, w * op_bytes)) / step + 1500
-        self.net_tx = (per_pod(served, w * op_bytes) + per_pod(client, w * _REQUEST_BYTES)) / step + 1200
+        # Background traffic (probes, scrapes, heartbeats) is half steady, half the pod's background bursts.
+        bursts = 0.5 + 0.5 * res.background / 0.01
+        self.net_rx = (per_pod(served, w * _REQUEST_BYTES) + per_pod(client, w * op_bytes)) / step + 1500 * bursts
+        self.net_tx = (per_pod(served, w * op_bytes) + per_pod(client, w * _REQUEST_BYTES)) / step + 1200 * bursts
         writes = served & s.compiled.op_writes[r.op]
         self.write_rate = per_pod(writes, w) / step
         runtimes = [s.system.services[p.service].runtime for p in s.cluster.pods]
@@ -111,7 +119,9 @@ def metrics_table(s: Simulation, noise: float) -> pd.DataFrame:
             continue
         t_idx, p_idx = np.nonzero(mask)
         v = arr[t_idx, p_idx]
-        if quantity not in _EXACT and noise > 0:
+        if quantity in _DRIFTING and noise > 0:
+            v = v * np.exp(_drift(s.rng, arr.shape, noise * _DRIFTING[quantity]))[t_idx, p_idx]
+        elif quantity not in _EXACT and noise > 0:
             v = v * s.rng.lognormal(0, noise * _NOISE_SCALE.get(quantity, 1.0), v.size)
         sp = spelling(s.scheme, quantity)
         if sp.complement:
@@ -134,6 +144,16 @@ def metrics_table(s: Simulation, noise: float) -> pd.DataFrame:
         "metric": strings(np.concatenate(chunks_m), names),
         "value": np.round(np.concatenate(chunks_v), 6),
     })
+
+
+def _drift(rng: np.random.Generator, shape: tuple[int, ...], spread: float) -> np.ndarray:
+    """(T, P) AR(1) noise along time with stationary standard deviation `spread`, started in its stationary state."""
+    eps = rng.normal(0, spread * np.sqrt(1 - _DRIFT_PHI**2), shape)
+    out = np.empty(shape)
+    out[0] = rng.normal(0, spread, shape[1:])
+    for t in range(1, shape[0]):
+        out[t] = _DRIFT_PHI * out[t - 1] + eps[t]
+    return out
 
 
 def _applies(quantity: str, runtimes: list[str]) -> np.ndarray:
@@ -238,7 +258,12 @@ def _node_quantities(s: Simulation, cpu: np.ndarray, mem: np.ndarray, net_rx: np
 
     node_disk = np.zeros((T, n_nodes))
     np.maximum.at(node_disk.T, pod_node, disk_io.T)
-    node_cpu = np.minimum((node_sum(cpu) + s.cond.neighbour_cores + 0.4) / s.system.node_cores, 1.0)
+    # What runs on a node besides these pods (kubelet, the container runtime, other tenants) varies: its CPU
+    # (0.4 cores on average, coefficient of variation 0.27) and its traffic (8 kB/s, CV 1.8: image pulls,
+    # other tenants' transfers) are gamma-distributed per bucket.
+    system_cores = s.rng.gamma(14.0, 0.4 / 14, (T, n_nodes))
+    system_bytes = s.rng.gamma(0.3, 8000 / 0.3, (T, n_nodes))
+    node_cpu = np.minimum((node_sum(cpu) + s.cond.neighbour_cores + system_cores) / s.system.node_cores, 1.0)
     node_mem = (node_sum(mem) + 2048) / (s.system.node_memory_gb * 1024)
     return {"node_cpu": node_cpu[:, pod_node], "node_mem": node_mem[:, pod_node],
-            "node_net_rx": (node_sum(net_rx) + 8000)[:, pod_node], "node_disk_io": node_disk[:, pod_node]}
+            "node_net_rx": (node_sum(net_rx) + system_bytes)[:, pod_node], "node_disk_io": node_disk[:, pod_node]}

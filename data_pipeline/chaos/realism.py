@@ -11,6 +11,7 @@ samples below and summarises them (so a percentile is over all traces of all inc
   autocorrelation, summarised by their medians across series;
 - services and pods per incident.
 
+`noise_by_metric` gives the metric noise figures per metric name, to compare sources that share names.
 Everything is a pure function of the incident; undefined figures (no spans, no logs) are NaN.
 """
 
@@ -140,6 +141,32 @@ def series_noise(metrics: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
         cv = np.sqrt(sum_sq / n) / np.abs(mean)
         acf1 = lagged / sum_sq
     return cv[enough & (mean != 0)], acf1[enough & (sum_sq > 0)]
+
+
+def noise_by_metric(incidents: Incident | Sequence[Incident]) -> pd.DataFrame:
+    """Per metric name, pooled over the incidents: series, median coefficient of variation, median lag-1
+    autocorrelation of the fault-free data (index: metric; columns: series, cv, acf1).
+
+    The overall medians of `realism_stats` depend on which metrics a source collects; this table compares
+    like with like where two sources share metric names.
+    """
+    batch = [incidents] if isinstance(incidents, Incident) else list(incidents)
+    cvs: dict[str, list[np.ndarray]] = {}
+    acfs: dict[str, list[np.ndarray]] = {}
+    for incident in batch:
+        metrics = fault_free_metrics(incident)
+        if metrics is None:
+            continue
+        for name, rows in metrics.groupby("metric", sort=False):
+            cv, acf1 = series_noise(rows)
+            cvs.setdefault(str(name), []).append(cv)
+            acfs.setdefault(str(name), []).append(acf1)
+    rows_out = []
+    for name in sorted(cvs):
+        cv, acf1 = np.concatenate(cvs[name]), np.concatenate(acfs[name])
+        rows_out.append({"metric": name, "series": float(cv.size), "cv": _quantile(cv, 0.5),
+                         "acf1": _quantile(acf1, 0.5)})
+    return pd.DataFrame(rows_out, columns=["metric", "series", "cv", "acf1"]).set_index("metric")
 
 
 def _samples(incident: Incident) -> dict[str, np.ndarray]:

@@ -495,13 +495,15 @@ class SimResult:
     mult: np.ndarray
     """(T, P) service-time multiplier of the full pass."""
     cpu_demand: np.ndarray
-    """(T, P) cores of request work demanded."""
+    """(T, P) cores demanded: request work plus the background."""
     rho: np.ndarray
     """(T, P) CPU utilisation of the pod's available capacity."""
     node_share: np.ndarray
     """(T, P) fraction of CPU demand the node could serve."""
     pool_util: np.ndarray
     """(T, P) data-store connection pool utilisation."""
+    background: np.ndarray
+    """(T, P) cores of work between requests (timers, probes, scrapes), bursty; in `cpu_demand` too."""
 
 
 @dataclass
@@ -543,6 +545,12 @@ class Engine:
         self.svc_outages = [[o for o in cluster.outages if pods[o.pod].service == s]
                             for s in range(len(compiled.services))]
         self.rps = rps
+        self._counts: np.ndarray | None = None
+        # Work a pod does between requests (timers, health probes, metric scrapes, log flushes) comes in
+        # bursts: 10 mCPU on average, gamma-distributed per bucket (coefficient of variation 0.5; idle pods
+        # of the real TrainTicket day vary by about that much). Metrics scale the pod's background network
+        # traffic by the same bursts.
+        self.background = rng.gamma(4.0, 0.0025, (timeline.n_buckets, len(cluster.pods)))
         resources = [s.resources() for s in compiled.system.services]
         self.cpu_limit = np.array([resources[s][0] for s in self.pod_service])        # (P,)
         self.mem_limit = np.array([resources[s][1] for s in self.pod_service])        # (P,)
@@ -555,15 +563,28 @@ class Engine:
 
     # -- load ---------------------------------------------------------------------------------------
 
+    def _real_counts(self) -> np.ndarray:
+        """(T, K) real user requests of each type in each bucket: Poisson arrivals at the bucket's rate.
+
+        Counting noise is what makes a lightly loaded pod's request series jumpy; drawn once, so the
+        load probes and the full pass see the same requests.
+        """
+        if self._counts is None:
+            expected = self.rps[:, None] * self.c.entry_weights[None, :] * self.tl.step_s
+            self._counts = self.rng.poisson(expected)
+        return self._counts
+
     def _samples(self, per_bucket: float, rng: np.random.Generator) -> Samples:
-        T, step = self.tl.n_buckets, self.tl.step_s
+        step = self.tl.step_s
+        counts = self._real_counts()                                                     # (T, K)
+        # At most `per_bucket` samples (by type share) stand for a bucket's requests; fewer real requests
+        # than that are simulated one by one (weight 1), and a type with none that bucket has no sample.
         m = np.maximum(1, np.round(self.c.entry_weights * per_bucket)).astype(np.int64)  # (K,) samples per type
-        rtype = np.repeat(np.arange(m.size), m)                                          # (M,)
-        bucket = np.repeat(np.arange(T), rtype.size)                                      # (N,)
-        rtype = np.tile(rtype, T)
+        per_cell = np.minimum(m[None, :], counts)                                        # (T, K)
+        cell = np.repeat(np.arange(per_cell.size), per_cell.ravel())                     # (N,)
+        bucket, rtype = np.divmod(cell, per_cell.shape[1])
         arrival = bucket * step + rng.random(bucket.size) * step
-        real = self.rps[bucket] * self.c.entry_weights[rtype] * step                     # real requests of the type
-        weight = real / m[rtype]
+        weight = counts.ravel()[cell] / per_cell.ravel()[cell]
         traced = rng.random(bucket.size) < np.minimum(1.0, weight * self.trace_rate)
         logged = rng.random(bucket.size) < self.config.log_sample_rate
         order = np.argsort(arrival, kind="stable")
@@ -610,7 +631,7 @@ class Engine:
         pod = records.pod[served]
         cost = self.c.op_cpu_ms[records.op[served]] * self.cond.cpu_cost[t, pod]
         demand = np.bincount(t * P + pod, weights=weight[records.sample[served]] * cost,
-                             minlength=T * P).reshape(T, P) / (self.tl.step_s * 1000) + 0.01
+                             minlength=T * P).reshape(T, P) / (self.tl.step_s * 1000) + self.background
         in_quota = demand + self.cond.hog_cores
         node_demand = np.zeros((T, self.cond.neighbour_cores.shape[1]))
         np.add.at(node_demand.T, self.pod_node, in_quota.T)
@@ -645,7 +666,7 @@ class Engine:
         records = full.run()
         demand, rho, share = self._utilisation(records, full.samples.weight)
         return SimResult(records=records, samples=full.samples, mult=mult, cpu_demand=demand, rho=rho,
-                         node_share=share, pool_util=pool)
+                         node_share=share, pool_util=pool, background=self.background)
 
 
 class _Pass:
