@@ -4,6 +4,7 @@ import pytest
 
 from data_pipeline.chaos.realism import (
     STAT_NAMES,
+    fault_free_logs,
     fault_free_metrics,
     log_lines_per_pod_minute,
     noise_by_metric,
@@ -98,6 +99,21 @@ def test_fault_free_metrics_prefer_the_baseline_then_pre_alert_samples():
     assert len(fault_free_metrics(short)) == 4, "a baseline too short to measure noise is passed over"
 
 
+def test_fault_free_logs_prefer_the_baseline_then_pre_alert_lines():
+    def logs(minutes: list[int], level: str) -> pd.DataFrame:
+        return normalise_table(pd.DataFrame({"timestamp": [T0 + pd.Timedelta(minutes=m) for m in minutes],
+                                             "service": "svc", "pod": "svc-0", "level": level, "message": "m"}),
+                               "logs", source="test")
+
+    no_baseline = _incident(logs=logs([1, 2, 6], "ERROR"), alert_minutes=5)
+    assert len(fault_free_logs(no_baseline)) == 2
+    with_baseline = Incident(meta=no_baseline.meta, telemetry=no_baseline.telemetry,
+                             baseline=Telemetry(logs=logs([0], "INFO")))
+    assert fault_free_logs(with_baseline)["level"].tolist() == ["INFO"]
+    stats = realism_stats(with_baseline)
+    assert stats["log_level_ERROR"] == 1 and stats["fault_free_log_level_INFO"] == 1
+
+
 def test_stats_of_one_incident_and_pooled_list():
     logs = normalise_table(pd.DataFrame({"timestamp": [T0, T0], "service": "svc", "pod": "svc-0",
                                          "level": ["info", "warning"], "message": "m"}),
@@ -110,6 +126,8 @@ def test_stats_of_one_incident_and_pooled_list():
     assert list(stats) == list(STAT_NAMES)
     assert stats["depth_mean"] == 3 and stats["spans_per_trace_median"] == 3
     assert stats["log_level_INFO"] == stats["log_level_WARN"] == 0.5
+    # Without a baseline, the fault-free lines are those before the alert (both are, at T0).
+    assert stats["fault_free_log_level_WARN"] == 0.5 and stats["fault_free_log_lines_per_pod_minute_mean"] == 2
     assert stats["metric_cv_median"] == pytest.approx(np.sqrt(1.25) / 2.5), "only the pre-alert samples count"
     assert stats["services"] == 1 and stats["pods"] == 1
     pooled = realism_stats([one, other])

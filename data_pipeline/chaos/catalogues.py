@@ -13,6 +13,7 @@ DNS, TLS, pool exhaustion, a 5xx from the callee).
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -172,8 +173,50 @@ def business_warning(runtime: str, method: str) -> str:
             "csharp": f"{method}Async: no entry for {key.lower()}={{{var}}}"}[runtime]
 
 
-BUSINESS_WARNING_RATE = 0.03
-"""Share of handled requests that end with a benign warning (TrainTicket logs one per empty lookup)."""
+_JAVA_STEPS = ("Check {key}", "Query {desc}", "Convert result", "Build response")
+
+
+def java_step(method: str, step: int) -> str:
+    """A Spring handler's `step`-th business line between its entry and exit lines (TrainTicket's
+    `[getRestTicketNumber][Seat request][request: Seat(...)]`)."""
+    key, var = subject(method)
+    phase = _JAVA_STEPS[step % len(_JAVA_STEPS)].format(key=key, desc=describe(method))
+    return f"{{logger}}#{{entry_line}} [{method}][{phase}][{key}: {{{var}}}]"
+
+
+def step_counts(system: str, n_ops: int) -> np.ndarray:
+    """Business lines each Spring handler writes between entry and exit, 0-3 (1.25 on average), drawn per
+    system: the real TrainTicket writes 3.3 lines per controller span, entry and exit included."""
+    rng = np.random.default_rng(zlib.crc32(f"steps:{system}".encode()))
+    return rng.choice(4, size=n_ops, p=[0.2, 0.45, 0.25, 0.1])
+
+
+def business_error(runtime: str, method: str) -> str:
+    """A handler's benign error: a sub-step failed and was swallowed, the request still succeeded
+    (TrainTicket's `[getRoutesByRouteIds][Get Route By Ids Failed]`)."""
+    key, var = subject(method)
+    desc = describe(method)
+    return {"java": f"{{logger}}#{{exit_line}} [{method}][{desc} Failed][{key}: {{{var}}}]",
+            "go": f"[{method}] {desc.lower()} failed for {key.lower()}={{{var}}}, using defaults",
+            "node": f"{desc.lower()} failed for {key}={{{var}}}; continuing",
+            "python": f"[{method}] {desc.lower()} failed for {key.lower()}={{{var}}}; ignored",
+            "csharp": f"{method}Async: {desc.lower()} failed for {key.lower()}={{{var}}}"}[runtime]
+
+
+def benign_rates(system: str, n_ops: int) -> tuple[np.ndarray, np.ndarray]:
+    """(warning rate, error rate) per operation: the share of its handled requests that end with a benign
+    warning and with a benign error line.
+
+    Real services are uneven: a few handlers warn on most calls (TrainTicket's `getSoldTickets` logs "Left
+    ticket info is empty" on nearly every search) or log a swallowed sub-step failure at ERROR, most seldom
+    do; fault-free TrainTicket logs are 4.5% WARN and 1.1% ERROR. Drawn per system, so the same handlers
+    are the noisy ones in every incident of it: warnings on 40% of handlers at 5-70% of their calls (else
+    1%), errors on 10% of handlers at 5-40% (else none).
+    """
+    rng = np.random.default_rng(zlib.crc32(f"benign:{system}".encode()))
+    noisy_warn, warn = rng.random(n_ops) < 0.4, rng.uniform(0.05, 0.7, n_ops)
+    noisy_error, error = rng.random(n_ops) < 0.1, rng.uniform(0.05, 0.4, n_ops)
+    return np.where(noisy_warn, warn, 0.01), np.where(noisy_error, error, 0.0)
 
 # Hand-written lines of the web shop (Online Boutique's own wording) override the generated ones.
 OVERRIDES: dict[tuple[str, str], tuple[str, str]] = {

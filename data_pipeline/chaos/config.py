@@ -18,8 +18,9 @@ class ChaosConfig:
     sets weights); more samples give smoother latency percentiles and cost proportionally more time."""
     trace_sample_rate: float | None = None
     """Fraction of real requests whose spans are kept; None uses the system's own rate."""
-    log_sample_rate: float = 0.5
-    """Fraction of simulated requests whose request-scoped log lines are kept (all levels alike)."""
+    log_sample_rate: float | None = None
+    """Fraction of simulated requests whose request-scoped log lines are kept (all levels alike); None uses
+    the system's own rate (0.5, and every request for `ticketing`, as the TrainTicket deployment logs)."""
     metric_step_seconds: float | None = None
     """Metric sample interval in seconds; None uses the system's own interval (15, 30 or 60 s)."""
     metric_scheme: str | None = None
@@ -51,7 +52,8 @@ class ChaosConfig:
         _require(self.samples_per_minute >= 8, "chaos.samples_per_minute must be at least 8")
         if self.trace_sample_rate is not None:
             _require(0 < self.trace_sample_rate <= 1, "chaos.trace_sample_rate must be in (0, 1]")
-        _require(0 < self.log_sample_rate <= 1, "chaos.log_sample_rate must be in (0, 1]")
+        if self.log_sample_rate is not None:
+            _require(0 < self.log_sample_rate <= 1, "chaos.log_sample_rate must be in (0, 1]")
         if self.metric_step_seconds is not None:
             _require(5 <= self.metric_step_seconds <= 300, "chaos.metric_step_seconds must be in [5, 300]")
         if self.metric_scheme is not None:

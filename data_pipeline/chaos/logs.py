@@ -2,10 +2,12 @@
 
 Request-scoped lines (with the trace and span id of the handler that wrote them) come from the
 records of the requests kept by log sampling: every handler logs its entry and, when it finishes
-normally, its exit (with its duration); a handler that fails logs why — the bug's exception and
-stack trace, an error status, a full disk — and a caller logs each failed call in its runtime's
-words (timeout, refused, DNS, TLS, pool, 5xx), as a warning when it retried, fell back to the
-database or could do without the answer. A server whose certificate was refused logs the
+normally, its exit (with its duration); Spring handlers write 0-3 business lines between them; some
+handlers often end with a benign warning (an empty lookup) or log a swallowed sub-step failure at ERROR,
+the same handlers in every incident of a system (`catalogues.benign_rates`); a handler that fails
+logs why — the bug's exception and stack trace, an error status, a full disk — and a caller logs
+each failed call in its runtime's words (timeout, refused, DNS, TLS, pool, 5xx), as a warning when it
+retried, fell back to the database or could do without the answer. A server whose certificate was refused logs the
 handshake; data stores log slow statements. Per-pod lines come from state: housekeeping and health
 checks, memory and CPU pressure, disk trouble, start-up banners after (re)starts, crash messages,
 shutdowns, configuration reloads, DEBUG lines while a service logs at DEBUG, and benign warning
@@ -109,6 +111,8 @@ class _Context:
         self.pod_ip = np.array([p.ip for p in s.cluster.pods], dtype=object)
         self.runtime = [svc.runtime for svc in self.services]
         self.logged = s.result.samples.logged[self.r.sample]
+        self.benign_warn, self.benign_error = cat.benign_rates(s.system.name, len(s.compiled.op_keys))
+        self.steps = cat.step_counts(s.system.name, len(s.compiled.op_keys))
         # Position of each record id, to find a record's parent (the handler that made a call).
         self.pos = np.full(int(self.r.rid.max()) + 1, -1, dtype=np.int64)
         self.pos[self.r.rid] = np.arange(self.r.rid.size)
@@ -165,15 +169,28 @@ def _request_lines(ctx: _Context, lines: _Lines) -> None:
         start, dur, pods, code = r.start[sel], r.dur[sel], r.pod[sel], r.code[sel]
         lines.add(start + 0.0004, pods, "INFO", ctx.render(entry, sel.size, fields), r.sample[sel], r.rid[sel])
         done = code <= sim.MISS
+        if runtime == "java":
+            # Business lines spread over the handler; one that failed wrote only those before its midpoint.
+            steps = int(ctx.steps[op])
+            for k in range(steps):
+                reached = done | (k < steps // 2)
+                lines.add(start[reached] + dur[reached] * (k + 1) / (steps + 1) / 1000, pods[reached], "INFO",
+                          ctx.render(cat.java_step(method, k), int(reached.sum()), fields),
+                          r.sample[sel][reached], r.rid[sel][reached])
         if done.any():
             given = {**fields, "ms": dur[done], "ms_int": np.round(dur[done]).astype(np.int64)}
             lines.add(start[done] + dur[done] / 1000, pods[done], "INFO", ctx.render(exit_, int(done.sum()), given),
                       r.sample[sel][done], r.rid[sel][done])
-        benign = done & (s.rng.random(sel.size) < cat.BUSINESS_WARNING_RATE)
+        benign = done & (s.rng.random(sel.size) < ctx.benign_warn[op])
         if benign.any():
             lines.add(start[benign] + dur[benign] / 1000, pods[benign], "WARN",
                       ctx.render(cat.business_warning(runtime, method), int(benign.sum()), fields),
                       r.sample[sel][benign], r.rid[sel][benign])
+        swallowed = done & (s.rng.random(sel.size) < ctx.benign_error[op])
+        if swallowed.any():
+            lines.add(start[swallowed] + dur[swallowed] / 2000, pods[swallowed], "ERROR",
+                      ctx.render(cat.business_error(runtime, method), int(swallowed.sum()), fields),
+                      r.sample[sel][swallowed], r.rid[sel][swallowed])
         dbg = debug[r.op[rows] == op]
         if dbg.any():
             lines.add(start[dbg] + 0.0008, pods[dbg], "DEBUG",

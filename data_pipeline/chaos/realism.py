@@ -5,7 +5,8 @@ samples below and summarises them (so a percentile is over all traces of all inc
 
 - spans per trace and call depth (spans on the longest root-to-leaf chain; a lone root is depth 1);
 - log lines per pod-minute, over every (pod, minute) from the first to the last line of an incident,
-  so quiet minutes count as 0; and the mix of log levels;
+  so quiet minutes count as 0; and the mix of log levels; both again over fault-free logs (`fault_free_`:
+  the baseline's, else the lines before the alert), since the window's mix depends on the faults injected;
 - metric noise in fault-free data (the baseline when the incident has one long enough, else the
   samples before the alert): per series the coefficient of variation (std / |mean|) and the lag-1
   autocorrelation, summarised by their medians across series;
@@ -40,6 +41,8 @@ STAT_NAMES = (
     "log_lines_per_pod_minute_mean",
     "log_lines_per_pod_minute_p95",
     *(f"log_level_{level}" for level in LOG_LEVELS),
+    "fault_free_log_lines_per_pod_minute_mean",
+    *(f"fault_free_log_level_{level}" for level in LOG_LEVELS),
     "metric_series",
     "metric_cv_median",
     "metric_acf1_median",
@@ -114,6 +117,19 @@ def fault_free_metrics(incident: Incident) -> pd.DataFrame | None:
     return before if not before.empty else None
 
 
+def fault_free_logs(incident: Incident) -> pd.DataFrame | None:
+    """The baseline's logs, else the incident's lines before the alert."""
+    baseline = incident.baseline.logs if incident.baseline is not None else None
+    if baseline is not None and not baseline.empty:
+        return baseline
+    logs = incident.logs
+    if logs is None:
+        return None
+    cutoff = incident.meta.alert_time if incident.meta.alert_time is not None else incident.meta.window.start
+    before = logs[logs["timestamp"] < cutoff]
+    return before if not before.empty else None
+
+
 def _longest_series(metrics: pd.DataFrame) -> int:
     return int(metrics.groupby(["service", "pod", "metric"], dropna=False).size().max())
 
@@ -172,12 +188,15 @@ def noise_by_metric(incidents: Incident | Sequence[Incident]) -> pd.DataFrame:
 def _samples(incident: Incident) -> dict[str, np.ndarray]:
     cv, acf1 = series_noise(fault_free_metrics(incident))
     per_trace = spans_per_trace(incident.spans)
+    quiet_logs = fault_free_logs(incident)
     return {
         "spans_per_trace": per_trace,
         "traces": np.array([float(len(per_trace))]),
         "depth": trace_depths(incident.spans),
         "log_rate": log_lines_per_pod_minute(incident.logs),
         "levels": log_level_counts(incident.logs)[None, :],
+        "quiet_log_rate": log_lines_per_pod_minute(quiet_logs),
+        "quiet_levels": log_level_counts(quiet_logs)[None, :],
         "cv": cv,
         "acf1": acf1,
         "series": np.array([float(len(cv))]),
@@ -193,8 +212,7 @@ def realism_stats(incidents: Incident | Sequence[Incident]) -> dict[str, float]:
         raise FlipmoeInputError("realism_stats needs at least one incident")
     samples = [_samples(incident) for incident in batch]
     pooled = {key: np.concatenate([s[key] for s in samples]) for key in samples[0]}
-    levels = pooled["levels"].sum(axis=0)
-    level_share = levels / levels.sum() if levels.sum() > 0 else np.full(len(LOG_LEVELS), np.nan)
+    level_share, quiet_share = _shares(pooled["levels"]), _shares(pooled["quiet_levels"])
     return {
         "incidents": float(len(batch)),
         "traces_per_incident": _mean(pooled["traces"]),
@@ -206,12 +224,21 @@ def realism_stats(incidents: Incident | Sequence[Incident]) -> dict[str, float]:
         "log_lines_per_pod_minute_mean": _mean(pooled["log_rate"]),
         "log_lines_per_pod_minute_p95": _quantile(pooled["log_rate"], 0.95),
         **{f"log_level_{level}": float(share) for level, share in zip(LOG_LEVELS, level_share, strict=True)},
+        "fault_free_log_lines_per_pod_minute_mean": _mean(pooled["quiet_log_rate"]),
+        **{f"fault_free_log_level_{level}": float(share)
+           for level, share in zip(LOG_LEVELS, quiet_share, strict=True)},
         "metric_series": _mean(pooled["series"]),
         "metric_cv_median": _quantile(pooled["cv"], 0.5),
         "metric_acf1_median": _quantile(pooled["acf1"], 0.5),
         "services": _mean(pooled["services"]),
         "pods": _mean(pooled["pods"]),
     }
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    """Each level's share of the lines of (incidents, levels) counts; NaN without lines."""
+    total = counts.sum(axis=0)
+    return total / total.sum() if total.sum() > 0 else np.full(len(LOG_LEVELS), np.nan)
 
 
 def _mean(values: np.ndarray) -> float:

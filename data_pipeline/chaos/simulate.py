@@ -586,7 +586,7 @@ class Engine:
         arrival = bucket * step + rng.random(bucket.size) * step
         weight = counts.ravel()[cell] / per_cell.ravel()[cell]
         traced = rng.random(bucket.size) < np.minimum(1.0, weight * self.trace_rate)
-        logged = rng.random(bucket.size) < self.config.log_sample_rate
+        logged = rng.random(bucket.size) < (self.config.log_sample_rate or self.c.system.log_sample_rate)
         order = np.argsort(arrival, kind="stable")
         return Samples(bucket=bucket[order], arrival=arrival[order], rtype=rtype[order], weight=weight[order],
                        traced=traced[order], logged=logged[order])
