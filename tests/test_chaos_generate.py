@@ -413,3 +413,37 @@ def test_spring_database_calls_hang_from_a_repository_span(quiet_ticketing):
     # The repository span encloses its call.
     assert (parents.start.to_numpy() <= sql.start.to_numpy()).all()
     assert (parents.duration.to_numpy() >= sql.duration.to_numpy()).all()
+
+
+def test_latency_percentiles_come_from_histogram_buckets():
+    from data_pipeline.chaos.metrics import histogram_quantiles
+
+    key = np.array([0, 0, 0, 0, 1, 1])
+    values = np.array([0.001, 0.03, 0.04, 20.0, 0.3, 0.3])
+    q = histogram_quantiles(key, values, 3, (0.5, 0.95))
+    # Group 0: rank 2 of 4 falls half way into the (0.025, 0.05] bucket (one value below it, two in it);
+    # p95 lands in the overflow bucket, reported as the last finite bound.
+    assert q[0] == pytest.approx([0.0375, 10.0])
+    # Group 1: both values in (0.25, 0.5], interpolated linearly inside it.
+    assert q[1] == pytest.approx([0.375, 0.25 + 0.25 * 0.95])
+    assert np.isnan(q[2]).all()
+
+
+def test_noisy_handlers_are_the_same_in_every_incident_of_a_system():
+    def benign_errors(seed: int) -> set[str]:
+        incident, _ = generate_incident("ticketing", "cpu_hog", seed=seed, window_minutes=10, config=FAST)
+        logs = incident.baseline.logs
+        return set(logs[(logs.level == "ERROR") & logs.message.str.contains(" Failed\\]\\[")]
+                   .message.str.extract(r"\[(\w+)\]\[")[0])
+
+    first, second = benign_errors(1), benign_errors(2)
+    assert first and second and len(first & second) >= min(len(first), len(second)) // 2
+
+
+def test_spring_handlers_write_business_lines_inside_their_span(quiet_ticketing):
+    logs = quiet_ticketing.baseline.logs
+    spring = logs[logs.service.str.startswith("ts-") & logs.span_id.notna()]
+    per_span = spring.groupby("span_id").size()
+    assert per_span.mean() > 2.5          # entry, exit and business lines between them
+    steps = spring[spring.message.str.contains(r"\]\[(?:Check|Query|Convert result|Build response)")]
+    assert len(steps) and steps.span_id.isin(per_span[per_span >= 3].index).mean() > 0.9
