@@ -96,7 +96,10 @@ def test_squash_is_monotone_and_bounded():
     ("http_server_duration_ms_p95", "latency"), ("PodSuccessRate(%)", "errors"),
     ("http_requests_total{code=500}", "errors"),
     ("node_network_receive_bytes_total", "network"), ("kube_pod_container_status_restarts_total", "restarts"),
-    ("hikaricp_connections_active", "saturation"), ("frobnication_index", "other")])
+    ("hikaricp_connections_active", "saturation"), ("frobnication_index", "other"),
+    # read/write system calls are mostly socket I/O: they move with traffic, not with the disk
+    ("SyscallRead", "traffic"), ("process_syscalls_write_total:rate1m", "traffic"),
+    ("container_fs_writes_bytes_total", "disk")])
 def test_metric_categories(name, category):
     assert metric_category(name) == category
 

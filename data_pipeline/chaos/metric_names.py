@@ -52,6 +52,8 @@ _TABLE: dict[str, tuple[Spelling, Spelling, Spelling]] = {
                 _s("DiskIOBusy(%)", 100)),
     "fs_usage": (_s("kubelet_volume_stats_used_bytes:ratio"), _s("disk_usage_percent", 100),
                  _s("DiskUsageRate(%)", 100)),
+    "syscall_read": (_s("process_syscalls_read_total:rate1m"), _s("read_syscalls_per_s"), _s("SyscallRead")),
+    "syscall_write": (_s("process_syscalls_write_total:rate1m"), _s("write_syscalls_per_s"), _s("SyscallWrite")),
     "restarts": (_s("kube_pod_container_status_restarts_total"), _s("restart_count"), _s("RestartCount")),
     "req_rate": (_s("http_server_requests_seconds_count:rate1m"), _s("requests_per_second"),
                  _s("PodWorkload(Ops)")),

@@ -29,7 +29,7 @@ _RUNTIME_QUANTITIES = {
     "mongodb": ("db_connections", "slow_queries"), "redis": ("cache_hit", "evictions", "slow_queries"),
 }
 _COMMON = ("cpu", "cpu_pressure", "cpu_throttle", "mem", "mem_ratio", "net_rx", "net_tx", "net_drop", "net_rtt_p90",
-           "disk_write", "disk_io", "fs_usage", "restarts", "req_rate", "err_ratio", "lat_p50", "lat_p95", "lat_p99",
+           "disk_write", "disk_io", "fs_usage", "syscall_read", "syscall_write", "restarts", "req_rate", "err_ratio", "lat_p50", "lat_p95", "lat_p99",
            "client_lat_p95")
 _NODE = ("node_cpu", "node_mem", "node_net_rx", "node_disk_io")
 # Resource series are burstier than request series (GC, background threads, page cache flushes).
@@ -116,6 +116,8 @@ class _Quantities:
 
         count = per_pod(served, w)
         self.req_rate = count / step
+        self.served_rate = self.req_rate
+        self.call_rate = per_pod(client, w) / step
         self.err_ratio = np.where(count > 0, per_pod(served, w * (r.code >= 10)) / np.maximum(count, 1e-12), np.nan)
         lat = histogram_quantiles(key[served], r.dur[served] / 1000, T * P, (0.5, 0.95, 0.99))
         self.lat_p50, self.lat_p95, self.lat_p99 = (lat[:, j].reshape(T, P) for j in range(3))
@@ -231,6 +233,7 @@ def _resource_quantities(s: Simulation, q: _Quantities) -> dict[str, np.ndarray]
     mem_limit = np.array([s.system.services[p.service].resources()[1] for p in pods])
     mem_base = np.array([s.system.services[p.service].resources()[2] for p in pods])
     running = 1 - _down_fraction(s)
+    bursts = res.background / 0.01                       # the pod's background work, mean 1
     available = cpu_limit * cond.capacity * res.node_share                     # cores the pod may use
     managed = np.array([rt in ("java", "go", "csharp", "node") for rt in q.runtimes])
     mem = (mem_base + cond.mem_extra_mb + 0.8 * q.busy) * np.maximum(running, 0.05)
@@ -256,6 +259,9 @@ def _resource_quantities(s: Simulation, q: _Quantities) -> dict[str, np.ndarray]
         "net_drop": loss * packets + 0.01 * rng.random((T, P)),
         "net_rtt_p90": (0.4 + 2 * cond.net_delay_ms + 200 * np.minimum(1, loss / 0.1)) / 1000,
         "disk_write": writes, "disk_io": disk_io, "fs_usage": cond.disk_fill, "restarts": restarts,
+        # read/write system calls: mostly socket I/O (a few per request and per call made), then the disk's.
+        "syscall_read": (q.served_rate * 6 + q.call_rate * 4 + 20 * bursts) * running,
+        "syscall_write": (q.served_rate * 4 + q.call_rate * 3 + q.write_rate * 2 + 12 * bursts) * running,
         "req_rate": q.req_rate, "err_ratio": q.err_ratio, "lat_p50": q.lat_p50, "lat_p95": q.lat_p95,
         "lat_p99": q.lat_p99, "client_lat_p95": q.client_lat_p95,
         "gc_time": (0.004 + 0.0004 * q.req_rate + 0.35 * gc_pressure) * running,
