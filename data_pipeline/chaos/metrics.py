@@ -29,8 +29,8 @@ _RUNTIME_QUANTITIES = {
     "mongodb": ("db_connections", "slow_queries"), "redis": ("cache_hit", "evictions", "slow_queries"),
 }
 _COMMON = ("cpu", "cpu_pressure", "cpu_throttle", "mem", "mem_ratio", "net_rx", "net_tx", "net_drop", "net_rtt_p90",
-           "disk_write", "disk_io", "fs_usage", "syscall_read", "syscall_write", "restarts", "req_rate", "err_ratio", "lat_p50", "lat_p95", "lat_p99",
-           "client_lat_p95")
+           "disk_write", "disk_io", "fs_usage", "syscall_read", "syscall_write", "restarts", "req_rate", "err_ratio",
+           "lat_p50", "lat_p95", "lat_p99", "client_lat_p95")
 _NODE = ("node_cpu", "node_mem", "node_net_rx", "node_disk_io")
 # Resource series are burstier than request series (GC, background threads, page cache flushes).
 _NOISE_SCALE = {"cpu": 4.0, "cpu_pressure": 2.0, "cpu_throttle": 2.0, "net_rx": 3.0, "net_tx": 3.0, "net_drop": 3.0,

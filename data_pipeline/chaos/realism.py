@@ -109,12 +109,7 @@ def fault_free_metrics(incident: Incident) -> pd.DataFrame | None:
     baseline = incident.baseline.metrics if incident.baseline is not None else None
     if baseline is not None and _longest_series(baseline) >= MIN_SERIES_POINTS:
         return baseline
-    metrics = incident.metrics
-    if metrics is None:
-        return None
-    cutoff = incident.meta.alert_time if incident.meta.alert_time is not None else incident.meta.window.start
-    before = metrics[metrics["timestamp"] < cutoff]
-    return before if not before.empty else None
+    return _before_alert(incident, incident.metrics)
 
 
 def fault_free_logs(incident: Incident) -> pd.DataFrame | None:
@@ -122,11 +117,15 @@ def fault_free_logs(incident: Incident) -> pd.DataFrame | None:
     baseline = incident.baseline.logs if incident.baseline is not None else None
     if baseline is not None and not baseline.empty:
         return baseline
-    logs = incident.logs
-    if logs is None:
+    return _before_alert(incident, incident.logs)
+
+
+def _before_alert(incident: Incident, table: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The rows of one of the incident's tables before its alert (its window's start without one)."""
+    if table is None:
         return None
     cutoff = incident.meta.alert_time if incident.meta.alert_time is not None else incident.meta.window.start
-    before = logs[logs["timestamp"] < cutoff]
+    before = table[table["timestamp"] < cutoff]
     return before if not before.empty else None
 
 
