@@ -417,6 +417,11 @@ def java_controller(service: str) -> str:
     return f"{_pascal(service)}Controller"
 
 
+def java_repository(table: str) -> str:
+    """The Spring Data repository of a table or collection (`orders_other` -> `OrdersOtherRepository`)."""
+    return f"{_pascal(table)}Repository"
+
+
 def config_prefix(service: str) -> str:
     """`ts-order-service` -> `ORDER_SERVICE`: the env-var prefix of a dependency's settings."""
     return re.sub(r"^TS_", "", service.upper().replace("-", "_"))

@@ -38,7 +38,7 @@ _NOISE_SCALE = {"cpu": 4.0, "cpu_pressure": 2.0, "cpu_throttle": 2.0, "net_rx": 
                 "node_disk_io": 2.0, "event_loop_lag": 3.0, "threads_busy": 2.0, "workers_busy": 2.0}
 # Memory drifts slowly (heap growth and collection, page cache) instead of jumping from sample to sample:
 # its noise is an AR(1) process in time, small and autocorrelated, as on the real TrainTicket day (pod
-# pod memory: coefficient of variation 0.004, lag-1 autocorrelation 0.87; node memory 0.008 and 0.67).
+# memory: coefficient of variation 0.004, lag-1 autocorrelation 0.87; node memory 0.008 and 0.67).
 _DRIFTING = {"mem": 0.1, "mem_ratio": 0.1, "node_mem": 0.25}
 """Quantity -> the stationary spread of its drift, in units of `noise`."""
 _DRIFT_PHI = 0.9
@@ -116,7 +116,6 @@ class _Quantities:
 
         count = per_pod(served, w)
         self.req_rate = count / step
-        self.served_rate = self.req_rate
         self.call_rate = per_pod(client, w) / step
         self.err_ratio = np.where(count > 0, per_pod(served, w * (r.code >= 10)) / np.maximum(count, 1e-12), np.nan)
         lat = histogram_quantiles(key[served], r.dur[served] / 1000, T * P, (0.5, 0.95, 0.99))
@@ -125,10 +124,11 @@ class _Quantities:
                                                   (0.95,))[:, 0].reshape(T, P)
         self.busy = per_pod(served, w * r.dur / 1000) / step              # concurrent requests (Little's law)
         op_bytes = s.compiled.op_bytes[r.op]
+        self.bursts = res.background / sim.BACKGROUND_CORES                   # the pod's background work, mean 1
         # Background traffic (probes, scrapes, heartbeats) is half steady, half the pod's background bursts.
-        bursts = 0.5 + 0.5 * res.background / 0.01
-        self.net_rx = (per_pod(served, w * _REQUEST_BYTES) + per_pod(client, w * op_bytes)) / step + 1500 * bursts
-        self.net_tx = (per_pod(served, w * op_bytes) + per_pod(client, w * _REQUEST_BYTES)) / step + 1200 * bursts
+        steady_half = 0.5 + 0.5 * self.bursts
+        self.net_rx = (per_pod(served, w * _REQUEST_BYTES) + per_pod(client, w * op_bytes)) / step + 1500 * steady_half
+        self.net_tx = (per_pod(served, w * op_bytes) + per_pod(client, w * _REQUEST_BYTES)) / step + 1200 * steady_half
         writes = served & s.compiled.op_writes[r.op]
         self.write_rate = per_pod(writes, w) / step
         runtimes = [s.system.services[p.service].runtime for p in s.cluster.pods]
@@ -233,7 +233,6 @@ def _resource_quantities(s: Simulation, q: _Quantities) -> dict[str, np.ndarray]
     mem_limit = np.array([s.system.services[p.service].resources()[1] for p in pods])
     mem_base = np.array([s.system.services[p.service].resources()[2] for p in pods])
     running = 1 - _down_fraction(s)
-    bursts = res.background / 0.01                       # the pod's background work, mean 1
     available = cpu_limit * cond.capacity * res.node_share                     # cores the pod may use
     managed = np.array([rt in ("java", "go", "csharp", "node") for rt in q.runtimes])
     mem = (mem_base + cond.mem_extra_mb + 0.8 * q.busy) * np.maximum(running, 0.05)
@@ -260,8 +259,8 @@ def _resource_quantities(s: Simulation, q: _Quantities) -> dict[str, np.ndarray]
         "net_rtt_p90": (0.4 + 2 * cond.net_delay_ms + 200 * np.minimum(1, loss / 0.1)) / 1000,
         "disk_write": writes, "disk_io": disk_io, "fs_usage": cond.disk_fill, "restarts": restarts,
         # read/write system calls: mostly socket I/O (a few per request and per call made), then the disk's.
-        "syscall_read": (q.served_rate * 6 + q.call_rate * 4 + 20 * bursts) * running,
-        "syscall_write": (q.served_rate * 4 + q.call_rate * 3 + q.write_rate * 2 + 12 * bursts) * running,
+        "syscall_read": (q.req_rate * 6 + q.call_rate * 4 + 20 * q.bursts) * running,
+        "syscall_write": (q.req_rate * 4 + q.call_rate * 3 + q.write_rate * 2 + 12 * q.bursts) * running,
         "req_rate": q.req_rate, "err_ratio": q.err_ratio, "lat_p50": q.lat_p50, "lat_p95": q.lat_p95,
         "lat_p99": q.lat_p99, "client_lat_p95": q.client_lat_p95,
         "gc_time": (0.004 + 0.0004 * q.req_rate + 0.35 * gc_pressure) * running,

@@ -59,6 +59,8 @@ _STARTUP_S = {"java": (25, 45), "go": (3, 6), "python": (5, 10), "node": (4, 8),
 # Worker threads or processes per pod: concurrency beyond this shows as saturation.
 WORKERS = {"java": 64, "go": 256, "python": 8, "node": 32, "csharp": 48, "mysql": 151, "postgres": 100,
            "mongodb": 200, "redis": 10_000}
+BACKGROUND_CORES = 0.01
+"""Mean CPU a pod spends between requests (timers, health probes, metric scrapes, log flushes)."""
 CFS_PERIOD_MS = 100.0
 POOL_SIZE = 10
 """Connections per pod to its data stores (HikariCP's default)."""
@@ -546,11 +548,10 @@ class Engine:
                             for s in range(len(compiled.services))]
         self.rps = rps
         self._counts: np.ndarray | None = None
-        # Work a pod does between requests (timers, health probes, metric scrapes, log flushes) comes in
-        # bursts: 10 mCPU on average, gamma-distributed per bucket (coefficient of variation 0.5; idle pods
-        # of the real TrainTicket day vary by about that much). Metrics scale the pod's background network
-        # traffic by the same bursts.
-        self.background = rng.gamma(4.0, 0.0025, (timeline.n_buckets, len(cluster.pods)))
+        # Work a pod does between requests comes in bursts: BACKGROUND_CORES on average, gamma-distributed per
+        # bucket (coefficient of variation 0.5; idle pods of the real TrainTicket day vary by about that much).
+        # Metrics scale the pod's background network traffic and system calls by the same bursts.
+        self.background = rng.gamma(4.0, BACKGROUND_CORES / 4, (timeline.n_buckets, len(cluster.pods)))
         resources = [s.resources() for s in compiled.system.services]
         self.cpu_limit = np.array([resources[s][0] for s in self.pod_service])        # (P,)
         self.mem_limit = np.array([resources[s][1] for s in self.pod_service])        # (P,)

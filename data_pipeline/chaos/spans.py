@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from data_pipeline.chaos import simulate as sim
-from data_pipeline.chaos.code import java_controller
+from data_pipeline.chaos.code import java_controller, java_repository
 from data_pipeline.chaos.simulate import Simulation, strings
 from flipmoe.telemetry.schema import STRING
 
@@ -134,7 +134,7 @@ def _controller_spans(s: Simulation, ids: Ids, rows: np.ndarray) -> dict[str, np
 def _repository_spans(s: Simulation, ids: Ids, rows: np.ndarray, parents: np.ndarray) -> dict[str, np.ndarray]:
     """The Spring Data span (`TripRepository.findAll`, `OrdersRepository.save`) around each database call."""
     r = s.result.records
-    names = np.array([f"{_pascal(method.partition('.')[0])}Repository."
+    names = np.array([f"{java_repository(method.partition('.')[0])}."
                       f"{'findAll' if method.endswith(('.select', '.find')) else 'save'}"
                       for _, method in s.compiled.op_keys], dtype=object)
     lead = s.rng.uniform(0.02, 0.2, rows.size)                                          # ms of mapping on each side
@@ -143,7 +143,3 @@ def _repository_spans(s: Simulation, ids: Ids, rows: np.ndarray, parents: np.nda
         "service": r.service[rows], "pod": r.pod[rows], "operation": names[r.op[rows]],
         "start": r.start[rows] - lead / 1000, "duration": r.dur[rows] + 2 * lead, "error": r.code[rows] >= 10,
     }
-
-
-def _pascal(name: str) -> str:
-    return "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
