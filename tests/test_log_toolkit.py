@@ -36,6 +36,7 @@ from flipmoe.toolkits.logs import (
 )
 from flipmoe.toolkits.logs.masking import _SOURCE_EXTENSIONS
 from flipmoe.toolkits.logs.mining import _fits, _generalise
+from flipmoe.toolkits.signals import log_signals
 
 LOGHUB = Path(__file__).parent / "fixtures" / "loghub"
 START = pd.Timestamp("2026-03-01T10:00:00Z")
@@ -529,6 +530,71 @@ def test_the_analysis_is_the_same_without_the_caches() -> None:
     for incident in (_incident(window, baseline=baseline), _incident(window, alert=alert)):
         report = analyse_logs(incident)
         assert report.findings and report == analyse_logs(incident, config=plain)
+
+
+def _calls(start: pd.Timestamp, count: int, *, priced: bool = True, first: int = 0) -> tuple[list, list]:
+    """`count` calls of cart's CartController.get, one every 5 s, alternating pods: each logs that it loads the
+    cart, one to three item lines (a loop), the price when `priced`, and every eighth a database timeout."""
+    spans, lines = [], []
+    for i in range(first, first + count):
+        t, pod, span = start + pd.Timedelta(seconds=5 * (i - first)), f"cart-{i % 2 + 1}", f"s{i}"
+        spans.append((f"t{i}", span, None, "cart", pod, "CartController.get", t, 12.0, "ok"))
+        lines.append((t, "cart", pod, "INFO", f"loading cart {i}", span))
+        lines += [(t, "cart", pod, "INFO", f"item {k} of cart {i} in stock", span) for k in range(i % 3 + 1)]
+        if priced:
+            lines.append((t, "cart", pod, "INFO", f"priced cart {i} total {i * 7 % 90}.50", span))
+        if i % 8 == 0:
+            lines.append((t, "cart", pod, "ERROR", f"db timeout after {i % 5 + 1} s", span))
+    return spans, lines
+
+
+def _traced(spans: list, lines: list) -> Telemetry:
+    frame = pd.DataFrame(lines, columns=["timestamp", "service", "pod", "level", "message", "span_id"])
+    span_frame = pd.DataFrame(spans, columns=["trace_id", "span_id", "parent_span_id", "service", "pod", "operation",
+                                              "start", "duration", "status"])
+    return Telemetry(logs=normalise_table(frame, "logs", source="test"),
+                     spans=normalise_table(span_frame, "spans", source="test"))
+
+
+def test_a_line_the_calls_stopped_writing_is_a_broken_pattern() -> None:
+    alert = START + pd.Timedelta(minutes=5)
+    before, after = _calls(START, 60), _calls(alert, 40, priced=False, first=60)
+    meta = IncidentMeta(id="cart-price", alert="cart wrong totals", alert_time=alert,
+                        window=TimeWindow(START, START + pd.Timedelta(minutes=10)))
+    for baseline in (_traced(*_calls(START - pd.Timedelta(hours=1), 60, first=1000)), None):
+        incident = Incident(meta=meta, telemetry=_traced(before[0] + after[0], before[1] + after[1]), baseline=baseline)
+        report = analyse_logs(incident)
+        assert report.reference == ("baseline" if baseline else "pre_alert")
+        breaks = [f for f in report.findings if f.kind == "broken_pattern"]
+        # The price line, at service scope and for both pods; not the loop's lines (fewer per call, still in every
+        # call), not the cart loading line, and not the database timeout (an error that stops is a recovery).
+        assert {(f.service, f.pod) for f in breaks} == {("cart", None), ("cart", "cart-1"), ("cart", "cart-2")}
+        service = next(f for f in breaks if f.pod is None)
+        assert service.evidence.template == "priced cart <*> total <*>"
+        assert service.evidence.operation == "CartController.get"
+        assert (service.evidence.count_before, service.evidence.calls_before) == (60, 60)
+        evidence = service.evidence
+        assert (evidence.count_during, evidence.calls_during, evidence.rate_during) == (0, 40, 0)
+        assert service.z <= -3 and service.score > 0.5 and service.level == "INFO"
+        assert "written in 60 of 60 calls of CartController.get before, 0 of 40 now" in service.describe()
+        assert "1 broken" not in report.notes[1] and "3 broken" in report.notes[1]
+        signal = next(s for s in log_signals(report) if s.kind == "logs:broken_pattern:INFO")
+        assert signal.role == "cause" and signal.service == "cart"
+
+
+def test_patterns_need_log_lines_bound_to_calls() -> None:
+    alert = START + pd.Timedelta(minutes=5)
+    (spans, lines), (later_spans, later_lines) = _calls(START, 60), _calls(alert, 40, priced=False, first=60)
+    unbound = [(*line[:5], None) for line in lines + later_lines]
+    meta = IncidentMeta(id="cart-price", alert="cart wrong totals", alert_time=alert,
+                        window=TimeWindow(START, START + pd.Timedelta(minutes=10)))
+    report = analyse_logs(Incident(meta=meta, telemetry=_traced(spans + later_spans, unbound)))
+    assert not [f for f in report.findings if f.kind == "broken_pattern"]
+    assert "no span ids" in report.notes[1]
+    # The same lines, bound: a service that keeps writing every line has no broken pattern.
+    steady = _calls(START, 100)
+    report = analyse_logs(Incident(meta=meta, telemetry=_traced(*steady)))
+    assert not [f for f in report.findings if f.kind == "broken_pattern"] and "0 broken" in report.notes[1]
 
 
 def test_no_logs_gives_an_empty_report_with_a_reason() -> None:

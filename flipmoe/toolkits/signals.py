@@ -144,9 +144,10 @@ def log_signals(report: LogReport) -> list[Signal]:
         evidence = finding.evidence
         signals.append(Signal(
             modality="logs", service=finding.service, pod=finding.pod, strength=finding.score,
-            # A caller's error log ("call to X failed") is an echo as often as a cause.
-            role="cause" if finding.level in ("ERROR", "FATAL") or finding.kind == "disappeared_template"
-            else "symptom",
+            # A caller's error log ("call to X failed") is an echo as often as a cause; a line that stopped
+            # being written is where the code changed its path.
+            role="cause" if finding.level in ("ERROR", "FATAL")
+            or finding.kind in ("disappeared_template", "broken_pattern") else "symptom",
             kind=f"logs:{finding.kind}:{finding.level}", start=finding.start, summary=finding.describe(),
             evidence={"type": "log", "kind": finding.kind, "template": evidence.template,
                       "count_before": evidence.count_before, "count_during": evidence.count_during,

@@ -20,7 +20,14 @@ Findings, per service and per pod seen in the window:
 - `disappeared_template`: present before, absent during, z <= -min_z;
 - `level_surge`: ERROR+FATAL lines, or WARN lines, up with z >= min_z and fold >= min_fold;
 - `error_template` (reference `none` only): an ERROR/FATAL/WARN template of the window, with
-  z = sqrt(count), the Poisson z of a count against an empty reference.
+  z = sqrt(count), the Poisson z of a count against an empty reference;
+- `broken_pattern`: a template of the normal path (below WARN) that the calls of an operation wrote
+  and mostly stopped writing (`patterns`: lines bound to their calls by span id, counted per call,
+  from the alert on against the reference), by the same binomial z with calls in place of lines:
+  z <= -min_z and at most 1 / min_fold of the share of calls that wrote it before. Its weight is an
+  error's: a code path that stops being reached while its operation is still called is how an
+  exception thrown before a log statement, or a wrong value that sends the code down another branch,
+  shows (Nezha's broken event patterns).
 
 A finding's score is `level weight x (1 - exp(-|z| / z_scale))`, halved for decreases (a missing
 line is weaker evidence than a new one). A service's or pod's anomaly score combines its three
@@ -44,10 +51,11 @@ import pandas as pd
 from flipmoe.errors import FlipmoeInputError
 from flipmoe.telemetry import Incident
 from flipmoe.toolkits.logs.mining import LogParser, LogParserConfig
+from flipmoe.toolkits.logs.patterns import CallPattern, bound, call_patterns
 
 ReferenceKind = Literal["baseline", "pre_alert", "none"]
 FindingKind = Literal["new_template", "frequency_shift", "disappeared_template", "level_surge",
-                      "error_template"]
+                      "error_template", "broken_pattern"]
 Scope = Literal["service", "pod"]
 _SCOPES: tuple[Scope, ...] = ("service", "pod")
 
@@ -59,6 +67,7 @@ _LEVEL_WEIGHT = {"FATAL": 1.0, "ERROR": 1.0, "WARN": 0.6, "UNKNOWN": 0.4, "INFO"
 _SERIOUS_LEVELS = ("ERROR", "FATAL", "WARN")
 _SURGE_GROUPS = {"ERROR": ("ERROR", "FATAL"), "WARN": ("WARN",)}
 _DECREASE_WEIGHT = 0.5
+_BREAK_WEIGHT = _LEVEL_WEIGHT["ERROR"]  # a broken per-call pattern weighs like an error (module docstring)
 _PSEUDO_COUNT = 0.5
 # Only a name's strongest few findings count: a busy service with many small shifts should not
 # outrank a quiet one with a single new error.
@@ -116,6 +125,11 @@ class LogEvidence:
     """One such line (from the window; from the reference for a disappeared template)."""
     pods: Mapping[str, int] = field(default_factory=dict)
     """Lines per pod on the side the example comes from."""
+    operation: str | None = None
+    """For a broken pattern, the operation whose calls wrote the template; `count_*` then count calls
+    that wrote it (of `calls_*` calls), and `rate_*` are those shares."""
+    calls_before: int | None = None
+    calls_during: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +152,12 @@ class LogFinding:
 
     def describe(self) -> str:
         where = f"{self.service}/{self.pod}" if self.pod else self.service
-        counts = f"{self.evidence.count_before:g} -> {self.evidence.count_during} lines"
+        evidence = self.evidence
+        if evidence.operation is not None:
+            return (f"{self.kind} [{self.level}] {where}: {evidence.template} (written in {evidence.count_before:g} "
+                    f"of {evidence.calls_before} calls of {evidence.operation} before, {evidence.count_during} of "
+                    f"{evidence.calls_during} now, z={self.z:.1f})")
+        counts = f"{evidence.count_before:g} -> {evidence.count_during} lines"
         return f"{self.kind} [{self.level}] {where}: {self.evidence.template} ({counts}, z={self.z:.1f})"
 
 
@@ -329,11 +348,16 @@ def analyse_logs(incident: Incident, *, config: LogToolkitConfig | None = None) 
         else:
             totals = _totals(split, scope)
             findings += _template_changes(split, scope, config, totals) + _level_surges(split, scope, config, totals)
+    notes = [split.note]
+    if split.reference != "none":
+        breaks, note = _broken_patterns(incident, split, config)
+        findings += breaks
+        notes.append(note)
     findings.sort(key=lambda f: (-f.score, f.service, f.pod or "", f.kind))
     before, during = split.before, split.during
     services = sorted(set(before["service"].dropna()) | set(during["service"].dropna()))
     return LogReport(
-        reference=split.reference, notes=(split.note,), minutes_before=round(split.minutes_before, 3),
+        reference=split.reference, notes=tuple(notes), minutes_before=round(split.minutes_before, 3),
         minutes_during=round(split.minutes_during, 3), lines_before=len(before), lines_during=len(during),
         templates=parser.templates, findings=tuple(findings),
         service_scores=_combine(findings, services, scope="service"),
@@ -368,6 +392,51 @@ def _split(incident: Incident, window_logs: pd.DataFrame) -> _Split:
 
 def _minutes(delta: pd.Timedelta) -> float:
     return max(delta / pd.Timedelta(minutes=1), 1e-3)
+
+
+def _broken_patterns(incident: Incident, split: _Split, config: LogToolkitConfig) -> tuple[list[LogFinding], str]:
+    """Templates of the normal path that the calls of an operation stopped writing (`broken_pattern`)."""
+    alert = incident.meta.alert_time
+    window_spans = incident.in_window().spans
+    during, spans = split.during, window_spans
+    if alert is not None and spans is not None:
+        # A share of calls is diluted by the calls made before the fault: compare from the alert on.
+        during, spans = during[during["timestamp"] >= alert], spans[spans["start"] >= alert]
+    if split.reference == "baseline":
+        reference_spans = incident.baseline.spans if incident.baseline is not None else None
+    else:
+        reference_spans = window_spans[window_spans["start"] < alert] if window_spans is not None else None
+    if not (bound(split.before, reference_spans) and bound(during, spans)):
+        return [], "log lines carry no span ids that match spans on both sides: no per-call patterns"
+    assert reference_spans is not None and spans is not None
+    normal_path = {template for template, level in split.levels.items() if level not in _SERIOUS_LEVELS}
+    findings = []
+    for by_pod in (False, True):
+        for pattern in call_patterns(split.before, reference_spans, during, spans, by_pod=by_pod):
+            if pattern.template_id not in normal_path:
+                continue
+            change = _Change.of(pattern.with_before, pattern.with_during, pattern.calls_before,
+                                pattern.calls_during, split)
+            if change.z <= -config.min_z and change.fold <= 1 / config.min_fold:
+                findings.append(_break_finding(pattern, change, split, config))
+    return findings, (f"per-call patterns: {len(findings)} broken (log lines bound to calls by span id, from the "
+                      f"alert on, against the {split.reference.replace('_', '-')} calls)")
+
+
+def _break_finding(pattern: CallPattern, change: _Change, split: _Split, config: LogToolkitConfig) -> LogFinding:
+    lines = split.sides[0].select("service", (pattern.service,), template_id=pattern.template_id)
+    level = split.levels.get(pattern.template_id, "UNKNOWN")
+    strength = 1.0 - math.exp(-abs(change.z) / config.z_scale)
+    evidence = LogEvidence(
+        template_id=pattern.template_id, template=str(lines["template"].iloc[0]) if not lines.empty else "",
+        count_before=pattern.with_before, count_during=pattern.with_during,
+        rate_before=round(pattern.with_before / pattern.calls_before, 4),
+        rate_during=round(pattern.with_during / pattern.calls_during, 4),
+        example=str(lines["message"].iloc[0])[: config.max_example_chars] if not lines.empty else "",
+        operation=pattern.operation, calls_before=pattern.calls_before, calls_during=pattern.calls_during)
+    return LogFinding(kind="broken_pattern", service=pattern.service, pod=pattern.pod, level=level,
+                      score=round(_BREAK_WEIGHT * strength, 4), z=round(change.z, 3), fold=round(change.fold, 3),
+                      start=None, evidence=evidence)
 
 
 def _template_changes(split: _Split, scope: Scope, config: LogToolkitConfig,
