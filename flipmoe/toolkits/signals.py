@@ -151,7 +151,9 @@ def log_signals(report: LogReport) -> list[Signal]:
             kind=f"logs:{finding.kind}:{finding.level}", start=finding.start, summary=finding.describe(),
             evidence={"type": "log", "kind": finding.kind, "template": evidence.template,
                       "count_before": evidence.count_before, "count_during": evidence.count_during,
-                      "example": evidence.example}))
+                      "example": evidence.example,
+                      **({"operation": evidence.operation, "calls_before": evidence.calls_before,
+                          "calls_during": evidence.calls_during} if evidence.operation is not None else {})}))
     return signals
 
 

@@ -21,13 +21,13 @@ Findings, per service and per pod seen in the window:
 - `level_surge`: ERROR+FATAL lines, or WARN lines, up with z >= min_z and fold >= min_fold;
 - `error_template` (reference `none` only): an ERROR/FATAL/WARN template of the window, with
   z = sqrt(count), the Poisson z of a count against an empty reference;
-- `broken_pattern`: a template of the normal path (below WARN) that the calls of an operation wrote
-  and mostly stopped writing (`patterns`: lines bound to their calls by span id, counted per call,
-  from the alert on against the reference), by the same binomial z with calls in place of lines:
-  z <= -min_z and at most 1 / min_fold of the share of calls that wrote it before. Its weight is an
-  error's: a code path that stops being reached while its operation is still called is how an
-  exception thrown before a log statement, or a wrong value that sends the code down another branch,
-  shows (Nezha's broken event patterns).
+- `broken_pattern`: a template of the normal path (below WARN, written by at least 1 / min_fold of
+  the reference calls of its operation) that the calls mostly stopped writing (`patterns`: lines
+  bound to their calls by span id, counted per call, from the alert on against the reference), by
+  the same binomial z with calls in place of lines: z <= -min_z and at most 1 / min_fold of the
+  share of calls that wrote it before. Its weight is an error's: a code path that stops being
+  reached while its operation is still called is how an exception thrown before a log statement, or
+  a wrong value that sends the code down another branch, shows (Nezha's broken event patterns).
 
 A finding's score is `level weight x (1 - exp(-|z| / z_scale))`, halved for decreases (a missing
 line is weaker evidence than a new one). A service's or pod's anomaly score combines its three
@@ -417,7 +417,11 @@ def _broken_patterns(incident: Incident, split: _Split, config: LogToolkitConfig
                 continue
             change = _Change.of(pattern.with_before, pattern.with_during, pattern.calls_before,
                                 pattern.calls_during, split)
-            if change.z <= -config.min_z and change.fold <= 1 / config.min_fold:
+            # Only a line of the normal path: one that at least 1 / min_fold of the calls wrote before. A line
+            # that few calls write depends on their input (a payload of one length, a rare branch), and a
+            # change of the request mix alone makes it vanish.
+            regular = pattern.with_before >= pattern.calls_before / config.min_fold
+            if regular and change.z <= -config.min_z and change.fold <= 1 / config.min_fold:
                 findings.append(_break_finding(pattern, change, split, config))
     return findings, (f"per-call patterns: {len(findings)} broken (log lines bound to calls by span id, from the "
                       f"alert on, against the {split.reference.replace('_', '-')} calls)")
