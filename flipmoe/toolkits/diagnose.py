@@ -57,7 +57,7 @@ _SERVICE_METRIC_FEATURES = (
     "m_traffic_down", "m_missing", "m_cache", *(f"m_node_{c}" for c in _RESOURCES),
 )
 _SERVICE_TRACE_FEATURES = ("t_self", "t_errors", "t_in_missing", "t_out_missing", "t_added_calls")
-_SERVICE_LOG_FEATURES = (*(f"l_{c}" for c in TEXT_CLASSES), "l_error", "l_quiet")
+_SERVICE_LOG_FEATURES = (*(f"l_{c}" for c in TEXT_CLASSES), "l_error", "l_quiet", "l_broken")
 _EVENT_FEATURES = tuple(f"e_{c}" for c in TEXT_CLASSES)
 # Callers show what the suspect does to them (timeouts, TLS or DNS errors, retries).
 _CALLER_VIEW = ("t_self", "t_errors", *(f"l_{c}" for c in TEXT_CLASSES), "l_error")
@@ -93,8 +93,8 @@ _PROTOTYPES: dict[str, dict[str, float]] = {
                        "e_oom": -0.4},
     "node_failure": {"e_node": 1.0, "node_wide": 0.6, "m_missing": 0.2},
     "bad_config": {"e_config_change": 0.6, "l_config": 0.5, "l_connection": 0.2, "t_errors": 0.2},
-    "code_exception": {"l_exception": 0.7, "t_errors": 0.4, "e_deploy": 0.3, "l_wrong_result": -0.2},
-    "code_wrong_result": {"l_wrong_result": 0.6, "t_errors": 0.3, "m_errors": 0.3, "e_deploy": 0.3,
+    "code_exception": {"l_exception": 0.7, "t_errors": 0.4, "e_deploy": 0.3, "l_broken": 0.3, "l_wrong_result": -0.2},
+    "code_wrong_result": {"l_wrong_result": 0.6, "t_errors": 0.3, "m_errors": 0.3, "e_deploy": 0.3, "l_broken": 0.3,
                           "l_exception": -0.3},
     "db_slow_query": {"is_database": 0.5, "l_slow_query": 0.6, "l_pool": 0.6, "t_self": 0.3, "m_saturation": 0.2},
     "cache_outage": {"is_cache": 0.6, "l_cache": 0.4, "l_connection": 0.3, "t_errors": 0.2},
@@ -444,6 +444,11 @@ def _log_evidence(evidence: Evidence, report: LogReport | None) -> None:
         return
     for finding in report.findings:
         features = evidence[finding.service]
+        if finding.kind == "broken_pattern":
+            # The code stopped reaching a line on its normal path: a code fault's signature. The line's words
+            # say what stopped, not what failed, so they name no failure class.
+            _raise(features, "l_broken", finding.score)
+            continue
         if finding.kind == "disappeared_template" or (finding.kind == "frequency_shift" and finding.z < 0):
             _raise(features, "l_quiet", finding.score)
             continue
