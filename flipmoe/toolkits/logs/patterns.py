@@ -15,7 +15,6 @@ whether the loop ran at all does not). `compare.analyse_logs` tests those counts
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
@@ -74,24 +73,23 @@ def _side(logs: pd.DataFrame, spans: pd.DataFrame, *, by_pod: bool
           ) -> tuple[dict[tuple[str, str], dict[str | None, int]], dict[tuple, int]]:
     """Calls per (service, operation) and pod (None at service scope), and calls that wrote each template:
     keys (service, operation, template_id[, pod])."""
-    calls = spans.loc[spans["span_id"].notna() & spans["service"].notna() & spans["operation"].notna()
-                      & (spans["pod"].notna() if by_pod else True), list(_CALL_COLUMNS)].drop_duplicates("span_id")
-    call_of: dict[str, tuple[str, str, str | None]] = {
-        str(span): (str(service), str(operation), str(pod) if by_pod else None)
-        for span, service, pod, operation in calls.itertuples(index=False, name=None)}
+    usable = spans["span_id"].notna() & spans["service"].notna() & spans["operation"].notna()
+    if by_pod:
+        usable &= spans["pod"].notna()
+    calls = spans.loc[usable, list(_CALL_COLUMNS)].drop_duplicates("span_id")
+    if not by_pod:
+        calls = calls.assign(pod="")
     per_call: dict[tuple[str, str], dict[str | None, int]] = {}
-    for service, operation, pod in call_of.values():
-        counts = per_call.setdefault((service, operation), {})
-        counts[pod] = counts.get(pod, 0) + 1
-    written: set[tuple[str, int]] = set()
+    counted = calls.groupby(["service", "operation", "pod"], sort=False, observed=True).size()
+    for (service, operation, pod), n in zip(counted.index.tolist(), counted.tolist(), strict=True):
+        per_call.setdefault((str(service), str(operation)), {})[str(pod) if by_pod else None] = int(n)
     lines = logs.loc[logs["span_id"].notna(), ["span_id", "service", "template_id"]]
-    for span, service, template_id in lines.itertuples(index=False, name=None):
-        call = call_of.get(str(span))
-        # A line belongs to a call of its own service (span ids are unique: cheap insurance).
-        if call is not None and call[0] == service:
-            written.add((str(span), int(template_id)))
-    with_template: Counter[tuple] = Counter()
-    for span, template_id in written:
-        service, operation, pod = call_of[span]
-        with_template[(service, operation, template_id, pod) if by_pod else (service, operation, template_id)] += 1
-    return per_call, dict(with_template)
+    # A line belongs to a call of its own service (span ids are unique: cheap insurance); a call counts once
+    # per template however many of its lines it wrote.
+    joined = lines.merge(calls, on=["span_id", "service"], how="inner").drop_duplicates(["span_id", "template_id"])
+    written = joined.groupby(["service", "operation", "template_id", "pod"], sort=False, observed=True).size()
+    with_template: dict[tuple, int] = {}
+    for (service, operation, template_id, pod), n in zip(written.index.tolist(), written.tolist(), strict=True):
+        key = (str(service), str(operation), int(template_id))
+        with_template[(*key, str(pod)) if by_pod else key] = int(n)
+    return per_call, with_template
