@@ -158,7 +158,7 @@ class LogFinding:
                     f"of {evidence.calls_before} calls of {evidence.operation} before, {evidence.count_during} of "
                     f"{evidence.calls_during} now, z={self.z:.1f})")
         counts = f"{evidence.count_before:g} -> {evidence.count_during} lines"
-        return f"{self.kind} [{self.level}] {where}: {self.evidence.template} ({counts}, z={self.z:.1f})"
+        return f"{self.kind} [{self.level}] {where}: {evidence.template} ({counts}, z={self.z:.1f})"
 
 
 @dataclass(frozen=True, kw_only=True)
