@@ -411,18 +411,17 @@ def _broken_patterns(incident: Incident, split: _Split, config: LogToolkitConfig
     assert reference_spans is not None and spans is not None
     normal_path = {template for template, level in split.levels.items() if level not in _SERIOUS_LEVELS}
     findings = []
-    for by_pod in (False, True):
-        for pattern in call_patterns(split.before, reference_spans, during, spans, by_pod=by_pod):
-            if pattern.template_id not in normal_path:
-                continue
-            change = _Change.of(pattern.with_before, pattern.with_during, pattern.calls_before,
-                                pattern.calls_during, split)
-            # Only a line of the normal path: one that at least 1 / min_fold of the calls wrote before. A line
-            # that few calls write depends on their input (a payload of one length, a rare branch), and a
-            # change of the request mix alone makes it vanish.
-            regular = pattern.with_before >= pattern.calls_before / config.min_fold
-            if regular and change.z <= -config.min_z and change.fold <= 1 / config.min_fold:
-                findings.append(_break_finding(pattern, change, split, config))
+    for pattern in call_patterns(split.before, reference_spans, during, spans):
+        if pattern.template_id not in normal_path:
+            continue
+        change = _Change.of(pattern.with_before, pattern.with_during, pattern.calls_before,
+                            pattern.calls_during, split)
+        # Only a line of the normal path: one that at least 1 / min_fold of the calls wrote before. A line
+        # that few calls write depends on their input (a payload of one length, a rare branch), and a
+        # change of the request mix alone makes it vanish.
+        regular = pattern.with_before >= pattern.calls_before / config.min_fold
+        if regular and change.z <= -config.min_z and change.fold <= 1 / config.min_fold:
+            findings.append(_break_finding(pattern, change, split, config))
     return findings, (f"per-call patterns: {len(findings)} broken (log lines bound to calls by span id, from the "
                       f"alert on, against the {split.reference.replace('_', '-')} calls)")
 

@@ -46,8 +46,8 @@ def bound(logs: pd.DataFrame | None, spans: pd.DataFrame | None) -> bool:
 
 
 def call_patterns(before_logs: pd.DataFrame, before_spans: pd.DataFrame, during_logs: pd.DataFrame,
-                  during_spans: pd.DataFrame, *, by_pod: bool) -> list[CallPattern]:
-    """Per (service[, pod], operation, template): calls and calls that wrote it, on both sides.
+                  during_spans: pd.DataFrame) -> list[CallPattern]:
+    """Per (service, operation, template), and per pod too: calls and calls that wrote it, on both sides.
 
     Logs need `span_id`, `service` and `template_id`; spans `span_id`, `service`, `pod`, `operation`.
     Only templates written in the reference by an operation that is still called are returned (a
@@ -56,16 +56,17 @@ def call_patterns(before_logs: pd.DataFrame, before_spans: pd.DataFrame, during_
     pods are renamed when they restart.
     """
     calls_before, with_before = _side(before_logs, before_spans, by_pod=False)
-    calls_during, with_during = _side(during_logs, during_spans, by_pod=by_pod)
     patterns = []
-    for (service, operation, template_id), written_before in with_before.items():
-        for pod, calls in calls_during.get((service, operation), {}).items():
-            written = with_during.get((service, operation, template_id, pod) if by_pod
-                                      else (service, operation, template_id), 0)
-            patterns.append(CallPattern(
-                service=service, pod=pod, operation=operation, template_id=template_id,
-                calls_before=calls_before[(service, operation)][None], calls_during=calls,
-                with_before=written_before, with_during=written))
+    for by_pod in (False, True):
+        calls_during, with_during = _side(during_logs, during_spans, by_pod=by_pod)
+        for (service, operation, template_id), written_before in with_before.items():
+            for pod, calls in calls_during.get((service, operation), {}).items():
+                written = with_during.get((service, operation, template_id, pod) if by_pod
+                                          else (service, operation, template_id), 0)
+                patterns.append(CallPattern(
+                    service=service, pod=pod, operation=operation, template_id=template_id,
+                    calls_before=calls_before[(service, operation)][None], calls_during=calls,
+                    with_before=written_before, with_during=written))
     return patterns
 
 
